@@ -1,0 +1,211 @@
+//! Exec handlers: any program as a handler, declared by the operator.
+//!
+//! The payload goes to the program's standard input and its standard output
+//! is the result. The command line is fixed by the operator; the payload is
+//! never interpolated into it. The program runs in its own process group,
+//! killed whole when the task is cancelled (deadline, shutdown).
+//!
+//! Exit 0 is success. Exit 65 (`EX_DATAERR`) means the input is bad: the task
+//! fails at once with code 400. Any other exit is a retryable failure whose
+//! message carries the tail of standard error.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use crate::error::TaskError;
+use crate::handlers::{Handler, HandlerFuture, Registry};
+use crate::task::Task;
+
+/// Largest output an exec handler may produce before it is refused.
+const MAX_OUTPUT: usize = 64 * 1024 * 1024;
+/// How much of standard error an error result keeps.
+const STDERR_TAIL: usize = 2048;
+/// Exit code that marks bad input (sysexits.h `EX_DATAERR`): no retry.
+const EXIT_BAD_INPUT: i32 = 65;
+
+/// A program run through `sh -c`, one process group per task.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExecHandler {
+    /// The command line, run by `/bin/sh -c`.
+    pub command: String,
+    /// An upper bound on the task's own timeout, e.g. `30s`.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub timeout: Option<Duration>,
+}
+
+impl ExecHandler {
+    /// A handler that runs `command` with `sh -c`.
+    pub fn new(command: impl Into<String>) -> Self {
+        ExecHandler {
+            command: command.into(),
+            timeout: None,
+        }
+    }
+}
+
+impl Handler for ExecHandler {
+    fn call(&self, task: Task) -> HandlerFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            match this.timeout {
+                Some(limit) => tokio::time::timeout(limit, this.run(task))
+                    .await
+                    .unwrap_or_else(|_| Err(TaskError::new(crate::contract::code::TIMED_OUT, true, format!("timed out after {}", humantime::format_duration(limit))))),
+                None => this.run(task).await,
+            }
+        })
+    }
+}
+
+impl ExecHandler {
+    async fn run(&self, task: Task) -> Result<Bytes, TaskError> {
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&self.command)
+            .env("TASK_ID", &task.id)
+            .env("TASK_KIND", &task.kind)
+            .env("TASK_ATTEMPT", task.attempt.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {:?}", self.command))?;
+        let _group = child.id().map(GroupKiller);
+
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let payload = task.payload;
+        let feed = async move {
+            // A program that does not read its input closes the pipe early;
+            // that is its business, not an error.
+            let _ = stdin.write_all(&payload).await;
+            drop(stdin);
+        };
+        let (_, out, err, status) = tokio::join!(
+            feed,
+            read_capped(stdout, MAX_OUTPUT),
+            read_capped(stderr, MAX_OUTPUT),
+            child.wait()
+        );
+        let status = status.context("waiting for the program")?;
+        let err = err.unwrap_or_default();
+        let out = out.map_err(|_| {
+            TaskError::new(
+                crate::contract::code::TOO_LARGE,
+                false,
+                format!("output larger than {MAX_OUTPUT} bytes"),
+            )
+        })?;
+        outcome(status, out, &err)
+    }
+}
+
+fn outcome(status: ExitStatus, out: Vec<u8>, err: &[u8]) -> Result<Bytes, TaskError> {
+    if status.success() {
+        return Ok(out.into());
+    }
+    let tail = &err[err.len().saturating_sub(STDERR_TAIL)..];
+    let tail = String::from_utf8_lossy(tail);
+    let message = format!("{status}: {}", tail.trim_end());
+    if status.code() == Some(EXIT_BAD_INPUT) {
+        Err(TaskError::reject(message))
+    } else {
+        Err(TaskError::retry(message))
+    }
+}
+
+async fn read_capped(mut reader: impl AsyncRead + Unpin, cap: usize) -> Result<Vec<u8>, ()> {
+    let mut buf = Vec::new();
+    let mut limited = (&mut reader).take(cap as u64 + 1);
+    limited.read_to_end(&mut buf).await.map_err(|_| ())?;
+    if buf.len() > cap {
+        return Err(());
+    }
+    Ok(buf)
+}
+
+/// Kills the whole process group of a task's program when dropped, so a
+/// cancelled task leaves no grandchildren behind.
+struct GroupKiller(u32);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.0 as i32);
+        // ESRCH (already gone) is the normal case.
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Parses `KIND=COMMAND`, the form of `--exec`.
+///
+/// # Errors
+/// When there is no `=` or either side is empty.
+pub fn parse_exec_flag(flag: &str) -> anyhow::Result<(String, ExecHandler)> {
+    let Some((kind, command)) = flag.split_once('=') else {
+        bail!("--exec takes KIND=COMMAND, got {flag:?}");
+    };
+    let kind = kind.trim();
+    if kind.is_empty() || command.trim().is_empty() {
+        bail!("--exec takes KIND=COMMAND with both sides set, got {flag:?}");
+    }
+    crate::task::check_task_id(kind).map_err(|e| anyhow::anyhow!("--exec kind {kind:?}: {}", e.message()))?;
+    Ok((kind.to_string(), ExecHandler::new(command)))
+}
+
+/// Reads a handlers file: one table per kind.
+///
+/// ```toml
+/// [thumbnail]
+/// command = "convert - -resize 64x64 png:-"
+/// timeout = "30s"
+/// ```
+///
+/// # Errors
+/// When the file cannot be read or is not of that shape.
+pub fn load_file(path: &Path) -> anyhow::Result<Vec<(String, ExecHandler)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table: BTreeMap<String, ExecHandler> =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(table.into_iter().collect())
+}
+
+/// Registers every exec handler of `flags` and `file` in `registry`.
+///
+/// # Errors
+/// When a flag or the file is malformed.
+pub fn register_all(registry: &mut Registry, flags: &[String], file: Option<&Path>) -> anyhow::Result<()> {
+    let mut handlers = match file {
+        Some(path) => load_file(path)?,
+        None => Vec::new(),
+    };
+    for flag in flags {
+        handlers.push(parse_exec_flag(flag)?);
+    }
+    for (kind, handler) in handlers {
+        registry.register(kind, handler);
+    }
+    Ok(())
+}
+
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
