@@ -73,6 +73,10 @@ impl Default for SubmitConfig {
     }
 }
 
+/// How long after a reconnect kept results are swept for: JetStream may
+/// take a while to be back, and nodes reconnect at their own pace.
+const RECONNECT_SWEEP: Duration = Duration::from_secs(30);
+
 type AckFuture = BoxFuture<'static, (u64, Result<(), PublishError>)>;
 
 /// Everything one run keeps track of.
@@ -89,6 +93,10 @@ struct Run<W: Write> {
     done: Bitset,
     latencies: hdrhistogram::Histogram<u64>,
     results: Option<JsStream>,
+    /// After a reconnect, until when in-flight tasks are looked up in
+    /// `RESULTS` once a second (results sent while we were away).
+    sweep_until: Option<Instant>,
+    last_sweep: Instant,
     bar: indicatif::ProgressBar,
 }
 
@@ -145,6 +153,8 @@ where
         done: Bitset::default(),
         latencies: hdrhistogram::Histogram::new(3).expect("3 significant figures is valid"),
         results,
+        sweep_until: None,
+        last_sweep: started,
         config,
     };
     if run.config.batch.is_some() && !run.config.ephemeral {
@@ -182,8 +192,11 @@ where
                 Some(msg) => run.on_result(&msg)?,
                 None => return Err(Error::new(ErrorKind::Connection, anyhow::anyhow!("connection to NATS closed"))),
             },
-            _ = reconnected.notified(), if run.results.is_some() => run.catch_up(None).await?,
+            _ = reconnected.notified(), if run.results.is_some() => {
+                run.sweep_until = Some(Instant::now() + RECONNECT_SWEEP);
+            }
             _ = tick.tick() => {
+                run.sweep().await?;
                 run.expire().await?;
                 run.printer.flush().kind(ErrorKind::Other)?;
             }
@@ -340,6 +353,22 @@ impl<W: Write> Run<W> {
                 self.done.set(n);
                 self.printer.print(&result).kind(ErrorKind::Other)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Once a second while a reconnect is recent, looks up every in-flight
+    /// task's kept result.
+    async fn sweep(&mut self) -> Result<(), Error> {
+        let Some(until) = self.sweep_until else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now > until {
+            self.sweep_until = None;
+        } else if now.duration_since(self.last_sweep) >= Duration::from_secs(1) {
+            self.last_sweep = now;
+            self.catch_up(None).await?;
         }
         Ok(())
     }

@@ -1,0 +1,81 @@
+//! The fault suite's checker, after Jepsen's: every task NATS acknowledged is
+//! classified from what `RESULTS` committed, not from what any process said.
+//!
+//! - ok: exactly one committed result, and it is a success;
+//! - failed: exactly one committed result, an error (expected for poison);
+//! - lost: acknowledged, and no committed result;
+//! - duplicated: more than one committed result;
+//! - unknown: never acknowledged by NATS (the submitter says "not submitted").
+
+use std::collections::HashMap;
+use std::fmt;
+
+/// The checker's table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub acknowledged: usize,
+    pub ok: usize,
+    pub failed: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub unknown: usize,
+    pub lost_ids: Vec<u64>,
+    pub duplicated_ids: Vec<u64>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "| acknowledged | ok | failed | lost | duplicated | unknown |")?;
+        writeln!(f, "|---|---|---|---|---|---|")?;
+        write!(
+            f,
+            "| {} | {} | {} | {} | {} | {} |",
+            self.acknowledged, self.ok, self.failed, self.lost, self.duplicated, self.unknown
+        )?;
+        if !self.lost_ids.is_empty() {
+            write!(f, "\nlost: {:?}", &self.lost_ids[..self.lost_ids.len().min(20)])?;
+        }
+        if !self.duplicated_ids.is_empty() {
+            write!(f, "\nduplicated: {:?}", &self.duplicated_ids[..self.duplicated_ids.len().min(20)])?;
+        }
+        Ok(())
+    }
+}
+
+/// Classifies tasks `1..=tasks` of `batch` (submitted by `fleet submit
+/// --batch`), given the submitter's JSON lines (for what was never
+/// acknowledged) and the server's `RESULTS`.
+pub async fn check(url: &str, batch: &str, tasks: u64, submit_lines: &[serde_json::Value]) -> Report {
+    let never_acked: std::collections::HashSet<String> = submit_lines
+        .iter()
+        .filter(|l| l["error"].as_str().is_some_and(|e| e.starts_with("not submitted")))
+        .map(|l| l["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut kept: HashMap<String, Vec<bool>> = HashMap::new();
+    for msg in super::read_stream(url, "RESULTS").await {
+        let is_error = msg.headers.as_ref().is_some_and(|h| h.get("Nats-Service-Error-Code").is_some());
+        kept.entry(msg.subject.to_string()).or_default().push(!is_error);
+    }
+    let mut report = Report::default();
+    for n in 1..=tasks {
+        let id = format!("{batch}.{n}");
+        if never_acked.contains(&id) {
+            report.unknown += 1;
+            continue;
+        }
+        report.acknowledged += 1;
+        match kept.get(&format!("results.{id}")).map(Vec::as_slice) {
+            None | Some([]) => {
+                report.lost += 1;
+                report.lost_ids.push(n);
+            }
+            Some([true]) => report.ok += 1,
+            Some([false]) => report.failed += 1,
+            Some(_) => {
+                report.duplicated += 1;
+                report.duplicated_ids.push(n);
+            }
+        }
+    }
+    report
+}

@@ -1,0 +1,297 @@
+//! The fault suite: real nats-server, real `fleet` processes, real signals.
+//! Each scenario runs a batch large enough to be mid-flight when the fault
+//! hits, then the checker classifies every acknowledged task from what
+//! `RESULTS` committed. A lost or duplicated task fails the test.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::checker::{check, Report};
+use common::*;
+
+/// A server, some nodes and one batch submitted with `fleet submit --batch`.
+struct Scenario {
+    server: NatsServer,
+    nodes: Vec<NodeProc>,
+    node_args: Vec<String>,
+    batch: String,
+    tasks: u64,
+    input: PathBuf,
+    out: PathBuf,
+    next_node: usize,
+}
+
+impl Scenario {
+    fn new(nodes: usize, node_args: &[&str], batch: &str, lines: &str) -> Self {
+        let server = NatsServer::start();
+        let input = server.dir.path().join("input");
+        std::fs::write(&input, lines).unwrap();
+        let mut s = Scenario {
+            nodes: Vec::new(),
+            node_args: node_args.iter().map(|a| a.to_string()).collect(),
+            batch: batch.to_string(),
+            tasks: lines.lines().count() as u64,
+            input,
+            out: server.dir.path().join("out.jsonl"),
+            server,
+            next_node: 0,
+        };
+        for _ in 0..nodes {
+            s.add_node();
+        }
+        s
+    }
+
+    fn add_node(&mut self) {
+        self.next_node += 1;
+        let args: Vec<&str> = self.node_args.iter().map(String::as_str).collect();
+        let node = NodeProc::spawn(&self.server, &format!("node{}", self.next_node), &args);
+        self.nodes.push(node);
+    }
+
+    fn submit(&self, kind: &str, extra: &[&str]) -> Child {
+        let mut args = vec![kind, "--json", "--batch", &self.batch, "--timeout", "120s"];
+        args.extend_from_slice(extra);
+        spawn_submit(&self.server, &args, &self.input, &self.out)
+    }
+
+    fn submit_err(&self) -> String {
+        std::fs::read_to_string(self.out.with_extension("err")).unwrap_or_default()
+    }
+
+    fn check(&self) -> Report {
+        let lines = json_lines(&std::fs::read(&self.out).unwrap());
+        let report = rt().block_on(check(&self.server.url(), &self.batch, self.tasks, &lines));
+        println!("checker, batch {}:\n{report}", self.batch);
+        report
+    }
+}
+
+fn assert_nothing_lost(report: &Report, tasks: u64) {
+    assert_eq!(report.lost, 0, "lost tasks:\n{report}");
+    assert_eq!(report.duplicated, 0, "duplicated tasks:\n{report}");
+    assert_eq!(report.unknown, 0, "tasks never acknowledged:\n{report}");
+    assert_eq!(report.ok as u64, tasks, "not every task ok:\n{report}");
+}
+
+fn wait_ok(child: &mut Child, scenario: &Scenario) {
+    let status = child.wait().unwrap();
+    assert!(status.success(), "fleet submit failed: {}", scenario.submit_err());
+}
+
+/// 1. SIGKILL of a node mid-batch: its tasks run again elsewhere.
+#[test]
+fn sigkill_of_a_node() {
+    let s = Scenario::new(3, &["--concurrency", "8", "--ack-wait", "1s"], "kill", &"10ms\n".repeat(1500));
+    let mut submit = s.submit("sleep", &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    s.nodes[1].signal("KILL");
+    wait_ok(&mut submit, &s);
+    assert_nothing_lost(&s.check(), s.tasks);
+}
+
+/// 2. SIGSTOP of a node for longer than ack_wait, then SIGCONT: the paused
+/// node finishes tasks others already ran, and its late results are fenced.
+#[test]
+fn sigstop_past_ack_wait_is_fenced() {
+    let s = Scenario::new(3, &["--concurrency", "8", "--ack-wait", "1s"], "stop", &"100ms\n".repeat(400));
+    let mut submit = s.submit("sleep", &[]);
+    std::thread::sleep(Duration::from_millis(400));
+    s.nodes[0].signal("STOP");
+    std::thread::sleep(Duration::from_millis(2500));
+    s.nodes[0].signal("CONT");
+    wait_ok(&mut submit, &s);
+    // Let the resumed node finish and try to commit its late results.
+    std::thread::sleep(Duration::from_millis(1500));
+    let report = s.check();
+    assert_nothing_lost(&report, s.tasks);
+    let log = s.nodes[0].log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// 3. SIGTERM of a node: it drains, exits 0, and nothing is lost.
+#[test]
+fn sigterm_of_a_node() {
+    let mut s = Scenario::new(3, &["--concurrency", "8", "--ack-wait", "30s", "--grace", "10s"], "term", &"20ms\n".repeat(1200));
+    let mut submit = s.submit("sleep", &[]);
+    std::thread::sleep(Duration::from_millis(400));
+    s.nodes[2].signal("TERM");
+    let status = s.nodes[2].wait_exit(Duration::from_secs(15)).expect("node did not stop");
+    assert!(status.success(), "{}", s.nodes[2].log_text());
+    let started = Instant::now();
+    wait_ok(&mut submit, &s);
+    // Nothing waited out the 30 s ack_wait: handed-back tasks ran at once.
+    assert!(started.elapsed() < Duration::from_secs(25));
+    assert_nothing_lost(&s.check(), s.tasks);
+}
+
+/// 4. nats-server stopped and restarted on the same store mid-batch, with
+/// the submitter and the nodes connected throughout.
+#[test]
+fn server_restart_mid_batch() {
+    let mut s = Scenario::new(3, &["--concurrency", "16", "--ack-wait", "2s"], "restart", &numbered_lines(4000));
+    let mut submit = s.submit("echo", &["--window", "128"]);
+    std::thread::sleep(Duration::from_millis(600));
+    s.server.stop();
+    std::thread::sleep(Duration::from_millis(800));
+    s.server.restart();
+    wait_ok(&mut submit, &s);
+    assert_nothing_lost(&s.check(), s.tasks);
+    for node in &mut s.nodes {
+        assert!(node.child.try_wait().unwrap().is_none(), "node {} died:\n{}", node.name, node.log_text());
+    }
+}
+
+/// 5. A poison task among good ones: the good ones finish, the poison one
+/// lands in DEAD after its attempts, and `fleet dead replay` brings it back.
+#[test]
+fn poison_task_goes_to_dead_and_replays() {
+    let flag = tempfile::tempdir().unwrap();
+    let ready = flag.path().join("ready");
+    let flaky = format!("flaky=test -f {} && cat", ready.display());
+    let s = Scenario::new(
+        3,
+        &["--concurrency", "8", "--max-deliver", "3", "--retry-delay", "50ms", "--exec", &flaky],
+        "good",
+        &numbered_lines(2000),
+    );
+    let mut good = s.submit("echo", &[]);
+    let poison = fleet(&s.server, &["submit", "flaky", "poison", "--json", "--batch", "bad"], b"");
+    wait_ok(&mut good, &s);
+    assert_nothing_lost(&s.check(), s.tasks);
+    assert_eq!(poison.status.code(), Some(1));
+    let line = &json_lines(&poison.stdout)[0];
+    assert_eq!((line["status"].as_str(), line["attempt"].as_u64()), (Some("error"), Some(3)));
+
+    let dead = fleet(&s.server, &["dead", "list", "--json"], b"");
+    let dead = json_lines(&dead.stdout);
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0]["id"].as_str(), dead[0]["kind"].as_str()), (Some("bad.1"), Some("flaky")));
+
+    // The cause is fixed; replay it.
+    std::fs::write(&ready, "").unwrap();
+    let replay = fleet(&s.server, &["dead", "replay", "--kind", "flaky"], b"");
+    assert!(replay.status.success(), "{}", text(&replay.stderr));
+    let start = Instant::now();
+    loop {
+        let kept = rt().block_on(read_stream(&s.server.url(), "RESULTS"));
+        let mine: Vec<_> = kept.iter().filter(|m| m.subject.as_str() == "results.bad.1").collect();
+        if let [only] = mine.as_slice() {
+            if only.headers.as_ref().is_some_and(|h| h.get("Nats-Service-Error").is_none()) {
+                assert_eq!(only.payload.as_ref(), b"poison");
+                break;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "replayed task never succeeded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(rt().block_on(stream_len(&s.server.url(), "DEAD")), 0);
+}
+
+/// 6. `fleet submit` killed mid-batch and run again with the same batch: no
+/// task is enqueued twice and every result is collected.
+#[test]
+fn submitter_killed_and_rerun() {
+    let s = Scenario::new(3, &["--concurrency", "8"], "again", &"5ms\n".repeat(3000));
+    let mut first = s.submit("sleep", &["--window", "64"]);
+    std::thread::sleep(Duration::from_millis(700));
+    signal(&first, "KILL");
+    let _ = first.wait();
+    let before = json_lines(&std::fs::read(&s.out).unwrap_or_default()).len();
+    assert!(before > 0 && (before as u64) < s.tasks, "the kill should land mid-batch ({before} results)");
+
+    let mut second = s.submit("sleep", &["--window", "64"]);
+    wait_ok(&mut second, &s);
+    let lines = json_lines(&std::fs::read(&s.out).unwrap());
+    assert_eq!(lines.len() as u64, s.tasks, "the second run prints every task once");
+    assert!(s.submit_err().contains("collected from an earlier run"), "{}", s.submit_err());
+    assert_nothing_lost(&s.check(), s.tasks);
+    // Every task was stored in TASKS once: the re-publishes were de-duplicated.
+    let last_seq = rt().block_on(async {
+        let client = async_nats::connect(s.server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.get_stream("TASKS").await.unwrap().info().await.unwrap().state.last_sequence
+    });
+    assert_eq!(last_seq, s.tasks, "tasks enqueued twice");
+}
+
+/// 7. Mixed: kills, pauses, graceful stops and a server restart at random
+/// moments during one run of 20,000 tasks. Prints the checker's table.
+#[test]
+fn mixed_faults_twenty_thousand_tasks() {
+    let args = ["--concurrency", "32", "--ack-wait", "2s", "--grace", "5s"];
+    let mut s = Scenario::new(4, &args, "mixed", &"50ms\n".repeat(20_000));
+    let started = Instant::now();
+    let mut submit = s.submit("sleep", &["--window", "256"]);
+    let mut rng = fastrand_seed();
+    let mut plan = vec!["SIGKILL node", "SIGSTOP node past ack_wait", "SIGTERM node", "restart nats-server", "SIGKILL node", "SIGSTOP node past ack_wait"];
+    for i in (1..plan.len()).rev() {
+        plan.swap(i, (rng.next() as usize) % (i + 1));
+    }
+    let mut injected = Vec::new();
+    for fault in plan {
+        std::thread::sleep(Duration::from_millis(300 + rng.next() % 700));
+        if submit.try_wait().unwrap().is_some() {
+            break;
+        }
+        let victim = (rng.next() as usize) % s.nodes.len();
+        match fault {
+            "SIGKILL node" => {
+                s.nodes[victim].signal("KILL");
+                let _ = s.nodes[victim].wait_exit(Duration::from_secs(5));
+                s.nodes.remove(victim);
+                s.add_node();
+            }
+            "SIGSTOP node past ack_wait" => {
+                s.nodes[victim].signal("STOP");
+                std::thread::sleep(Duration::from_millis(2500));
+                s.nodes[victim].signal("CONT");
+            }
+            "SIGTERM node" => {
+                s.nodes[victim].signal("TERM");
+                let status = s.nodes[victim].wait_exit(Duration::from_secs(10));
+                assert!(status.is_some_and(|st| st.success()), "graceful stop failed");
+                s.nodes.remove(victim);
+                s.add_node();
+            }
+            _ => {
+                s.server.stop();
+                std::thread::sleep(Duration::from_millis(500));
+                s.server.restart();
+            }
+        }
+        injected.push(fault);
+    }
+    wait_ok(&mut submit, &s);
+    std::thread::sleep(Duration::from_millis(1000));
+    let report = s.check();
+    println!("faults injected: {injected:?}; run took {:?}", started.elapsed());
+    assert!(injected.len() >= 4, "the batch ended before the faults were injected: {injected:?}");
+    assert_nothing_lost(&report, s.tasks);
+}
+
+/// A small xorshift seeded from the clock; the seed is printed to replay a run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+fn fastrand_seed() -> XorShift {
+    let seed = std::env::var("FLEET_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+    println!("fault seed: {seed} (FLEET_FAULT_SEED={seed} to replay)");
+    XorShift(seed)
+}
