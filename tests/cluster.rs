@@ -291,13 +291,21 @@ fn three_server_cluster_survives_a_killed_server_mid_batch() {
     let survivor = servers[(victim + 1) % 3].url();
     assert!(done_at_kill < TASKS, "the batch was over before the kill: the test proves nothing; make it longer");
 
+    // Results in by each second after the kill: shows how long the failover
+    // stalled the batch.
+    let killed_at = Instant::now();
+    let mut timeline = Vec::new();
     let status = loop {
         if let Some(status) = submit.try_wait().unwrap() {
             break status;
         }
+        if killed_at.elapsed() >= Duration::from_secs(timeline.len() as u64 + 1) {
+            timeline.push(count_results());
+        }
         assert!(started.elapsed() < Duration::from_secs(150), "submit still running");
         std::thread::sleep(Duration::from_millis(20));
     };
+    eprintln!("results in, by second after the kill: {timeline:?}");
     let submit_err = std::fs::read_to_string(&err_file).unwrap();
     eprintln!("submit exited {status} after {:?}: {}", started.elapsed(), submit_err.trim());
     assert!(status.success(), "submit exited {status}: {submit_err}");

@@ -77,6 +77,9 @@ impl Default for SubmitConfig {
 /// take a while to be back, and nodes reconnect at their own pace.
 const RECONNECT_SWEEP: Duration = Duration::from_secs(30);
 
+/// Room kept for a task's headers under the server's `max_payload`.
+const HEADROOM: usize = 512;
+
 type AckFuture = BoxFuture<'static, (u64, Result<(), PublishError>)>;
 
 /// Everything one run keeps track of.
@@ -180,7 +183,9 @@ where
                     if run.done.get(next) {
                         continue; // collected from an earlier run
                     }
-                    acks.push(run.publish(&js, next, payload));
+                    if let Some(ack) = run.publish(&js, next, payload)? {
+                        acks.push(ack);
+                    }
                 }
             },
             Some((n, accepted)) = acks.next(), if !acks.is_empty() => {
@@ -237,8 +242,22 @@ fn check_config(config: &SubmitConfig) -> Result<(), Error> {
 }
 
 impl<W: Write> Run<W> {
-    fn publish(&mut self, js: &jetstream::Context, n: u64, payload: Bytes) -> AckFuture {
+    fn publish(&mut self, js: &jetstream::Context, n: u64, payload: Bytes) -> Result<Option<AckFuture>, Error> {
         let id = format!("{}.{n}", self.batch);
+        // Refuse what the server would refuse, before anything is sent.
+        let max_payload = js.client().server_info().max_payload;
+        if payload.len() + HEADROOM > max_payload {
+            let result = TaskResult {
+                id,
+                kind: self.config.kind.clone(),
+                error: Some((code::TOO_LARGE, format!("not submitted: the payload is {} bytes; the server takes at most {max_payload} (max_payload) with headers", payload.len()))),
+                node: None,
+                attempt: None,
+                payload: Bytes::new(),
+            };
+            self.record(n, &result)?;
+            return Ok(None);
+        }
         let mut headers = HeaderMap::new();
         headers.insert(contract::HDR_TASK_ID, id.as_str());
         headers.insert(contract::HDR_REPLY_TO, format!("{}{n}", self.reply_prefix).as_str());
@@ -251,7 +270,7 @@ impl<W: Write> Run<W> {
         self.deadlines.push_back((deadline, n));
         let js = js.clone();
         let subject = contract::task_subject(&self.config.kind);
-        Box::pin(async move {
+        Ok(Some(Box::pin(async move {
             let publish = || Publish::build().payload(payload.clone()).headers(headers.clone()).message_id(&id);
             loop {
                 let accepted = match js.send_publish(subject.clone(), publish()).await {
@@ -267,7 +286,7 @@ impl<W: Write> Run<W> {
                     other => return (n, other),
                 }
             }
-        })
+        })))
     }
 
     fn not_accepted(&mut self, n: u64, err: &PublishError) -> Result<(), Error> {
