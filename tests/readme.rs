@@ -1,0 +1,111 @@
+//! Every `sh` block of the README runs as written, against a real
+//! nats-server with a node, with the real `fleet` and `nats` binaries.
+//!
+//! Conventions the runner understands (and nothing else): a line ending in
+//! `# exits N` must exit with N; `results.N` is the sequence from the PubAck
+//! printed by the `nats req` line before it; after a line ending in `&` the
+//! runner waits a moment for it to be up. The README's `toml` block is written
+//! to `handlers.toml` in the working directory.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn blocks(readme: &str, lang: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match &mut current {
+            None if line.trim() == format!("```{lang}") => current = Some(String::new()),
+            Some(block) if line.trim() == "```" => {
+                out.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Turns one README block into a script that checks each line's exit code.
+fn script(block: &str) -> String {
+    let mut out = String::from("set -uo pipefail\n");
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        let (command, comment) = match line.split_once(" #") {
+            Some((c, rest)) => (c.trim().to_string(), rest.trim().to_string()),
+            None => (line.trim().to_string(), String::new()),
+        };
+        let command = command.replace("results.N", "results.$(grep -o '\"seq\":[0-9]*' req.out | cut -d: -f2)");
+        let expected: i32 = comment.strip_prefix("exits ").and_then(|r| r.split(':').next()).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+        if let Some(bg) = command.strip_suffix('&') {
+            out.push_str(&format!("{bg} &\nsleep 2\n"));
+            continue;
+        }
+        let command = if command.starts_with("nats req") { format!("{command} | tee req.out") } else { command };
+        out.push_str(&format!(
+            "{command}\nrc=$?\nif [ $rc -ne {expected} ]; then echo \"README line exited $rc, not {expected}: {}\" >&2; exit 1; fi\n",
+            command.replace('"', "'").replace('$', "")
+        ));
+    }
+    out
+}
+
+/// Runs every `sh` block of the README; checks exit codes and what a reader
+/// would look for in the output.
+#[test]
+fn readme_commands_run_as_written() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let sh = blocks(&readme, "sh");
+    assert!(sh.len() >= 3, "README lost its sh blocks");
+    let server = NatsServer::start();
+    let _node = NodeProc::spawn(&server, "node1", &["--max-deliver", "2", "--retry-delay", "50ms"]);
+    let work = tempfile::tempdir().unwrap();
+    for toml in blocks(&readme, "toml") {
+        std::fs::write(work.path().join("handlers.toml"), toml).unwrap();
+    }
+    let path = format!(
+        "{}:{}:{}",
+        fleet_bin().parent().unwrap().display(),
+        tool("nats").parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut all_output = String::new();
+    for block in &sh {
+        // Output goes to files: what a block leaves running in the background
+        // would keep a pipe open.
+        let (out_file, err_file) = (work.path().join("block.out"), work.path().join("block.err"));
+        let mut child = Command::new("bash")
+            .arg("-c")
+            .arg(script(block))
+            .current_dir(work.path())
+            .env("PATH", &path)
+            .env("NATS_URL", server.url())
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_file).unwrap())
+            .stderr(std::fs::File::create(&err_file).unwrap())
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        let status = child.wait().unwrap();
+        // Stop what the block left running in the background.
+        let _ = Command::new("kill").arg("-TERM").arg(format!("-{pgid}")).status();
+        let stdout = std::fs::read_to_string(&out_file).unwrap();
+        let stderr = std::fs::read_to_string(&err_file).unwrap();
+        assert!(status.success(), "README block failed:\n{block}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        all_output.push_str(&stdout);
+    }
+    // What a reader of each block expects to see.
+    assert!(all_output.contains(&sha256_hex(b"hello")), "{all_output}");
+    assert!(all_output.lines().any(|l| l.trim() == "hi"), "{all_output}");
+    assert!(all_output.contains("MAKE ME LOUD"), "{all_output}");
+    let jsonl = std::fs::read_to_string(work.path().join("results.jsonl")).unwrap();
+    assert_eq!(jsonl.lines().count(), 1000);
+}
