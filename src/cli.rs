@@ -270,7 +270,8 @@ async fn run_submit(client: async_nats::Client, reconnected: std::sync::Arc<toki
         batch: args.batch,
         task_timeout: args.task_timeout,
         format: if args.json { Format::Json } else { args.format },
-        progress: !args.no_progress && io::stderr().is_terminal(),
+        // A bar for large or unknown-sized batches, on a terminal only.
+        progress: !args.no_progress && io::stderr().is_terminal() && (!from_args || args.payloads.len() > 100),
         expected: from_args.then_some(args.payloads.len() as u64),
     };
     let out = io::BufWriter::new(io::stdout().lock());

@@ -230,3 +230,58 @@ fn exec_handlers() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `fleet status` shows queued tasks and the group's pending count at a
+/// glance, and they drain once a node runs.
+#[test]
+fn status_shows_queue_and_groups() {
+    let server = NatsServer::start();
+    let mut node = NodeProc::spawn(&server, "node1", &[]);
+    node.signal("TERM");
+    assert!(node.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    // No node runs: the tasks wait, and the submitter gives up on them.
+    let out = fleet(&server, &["submit", "echo", "a", "b", "c", "--timeout", "1s", "--json"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json_lines(&out.stdout).iter().all(|l| l["code"] == 408));
+    let status = fleet(&server, &["status", "--json"], b"");
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["tasks"], 3);
+    assert_eq!(status["groups"][0]["name"], "workers");
+    assert_eq!(status["groups"][0]["pending"], 3);
+    let human = text(&fleet(&server, &["status"], b"").stdout);
+    assert!(human.contains("tasks queued:  3") && human.contains("group workers"), "{human}");
+
+    let _node = NodeProc::spawn(&server, "node2", &[]);
+    let start = Instant::now();
+    loop {
+        let status: serde_json::Value = serde_json::from_slice(&fleet(&server, &["status", "--json"], b"").stdout).unwrap();
+        if status["tasks"] == 0 && status["results"] == 3 {
+            break; // the tasks the submitter gave up on still ran: their results are kept
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Usage and connection errors exit 2 with a clear message; nothing is sent.
+#[test]
+fn usage_and_connection_errors_exit_two() {
+    let server = NatsServer::start();
+    let out = fleet(&server, &["submit", "bad kind", "x"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("bad kind"), "{}", text(&out.stderr));
+    let out = fleet(&server, &["submit", "echo", "x", "--task-timeout", "soon"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("Task-Timeout"), "{}", text(&out.stderr));
+    let out = fleet(&server, &["node", "--exec", "no-equals-sign"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("KIND=COMMAND"), "{}", text(&out.stderr));
+    let dead_port = free_port();
+    let out = Command::new(fleet_bin())
+        .args(["--nats-url", &format!("nats://127.0.0.1:{dead_port}"), "submit", "echo", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("error: connecting to"), "{}", text(&out.stderr));
+}
