@@ -35,7 +35,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct NatsArgs {
     /// NATS server URLs, comma-separated (user:pass@ or a token may be in them).
-    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
     /// A NATS credentials file.
     #[arg(long, global = true, env = "NATS_CREDS")]
@@ -204,7 +209,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<ExitCod
         Command::Status { json } => {
             let status = status::status(&js).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status).kind(ErrorKind::Other)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).kind(ErrorKind::Other)?
+                );
             } else {
                 println!("{status}");
             }
@@ -215,10 +223,15 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<ExitCod
             let mut out = io::stdout().lock();
             for d in &dead {
                 if json {
-                    writeln!(out, "{}", serde_json::to_string(d).kind(ErrorKind::Other)?).kind(ErrorKind::Other)?;
-                } else {
-                    writeln!(out, "{:>6}  {:<12} {:<24} attempts {}  {} {}", d.seq, d.kind, d.id, d.attempts, d.code, d.error)
+                    writeln!(out, "{}", serde_json::to_string(d).kind(ErrorKind::Other)?)
                         .kind(ErrorKind::Other)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:>6}  {:<12} {:<24} attempts {}  {} {}",
+                        d.seq, d.kind, d.id, d.attempts, d.code, d.error
+                    )
+                    .kind(ErrorKind::Other)?;
                 }
             }
             if !json {
@@ -229,7 +242,12 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<ExitCod
         Command::Dead(DeadCommand::Replay { kind, ids }) => {
             let replayed = dead::replay(&js, kind.as_deref(), &ids).await?;
             for d in &replayed {
-                println!("replayed {} ({}) to {}", d.id, d.seq, contract::task_subject(&d.kind));
+                println!(
+                    "replayed {} ({}) to {}",
+                    d.id,
+                    d.seq,
+                    contract::task_subject(&d.kind)
+                );
             }
             eprintln!("{} tasks replayed", replayed.len());
             Ok(0)
@@ -238,8 +256,13 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<ExitCod
 }
 
 fn node_setup(args: &NodeArgs, name: String) -> Result<(NodeConfig, Registry), Error> {
-    let mut registry = if args.no_builtins { Registry::new() } else { Registry::with_builtins() };
-    exec::register_all(&mut registry, &args.exec, args.handlers.as_deref()).kind(ErrorKind::Usage)?;
+    let mut registry = if args.no_builtins {
+        Registry::new()
+    } else {
+        Registry::with_builtins()
+    };
+    exec::register_all(&mut registry, &args.exec, args.handlers.as_deref())
+        .kind(ErrorKind::Usage)?;
     let config = NodeConfig {
         name,
         group: args.group.clone(),
@@ -260,7 +283,11 @@ fn node_setup(args: &NodeArgs, name: String) -> Result<(NodeConfig, Registry), E
     Ok((config, registry))
 }
 
-async fn run_submit(client: async_nats::Client, reconnected: std::sync::Arc<tokio::sync::Notify>, args: SubmitArgs) -> Result<ExitCode, Error> {
+async fn run_submit(
+    client: async_nats::Client,
+    reconnected: std::sync::Arc<tokio::sync::Notify>,
+    args: SubmitArgs,
+) -> Result<ExitCode, Error> {
     let from_args = !args.payloads.is_empty();
     let config = SubmitConfig {
         kind: args.kind,
@@ -271,13 +298,22 @@ async fn run_submit(client: async_nats::Client, reconnected: std::sync::Arc<toki
         task_timeout: args.task_timeout,
         format: if args.json { Format::Json } else { args.format },
         // A bar for large or unknown-sized batches, on a terminal only.
-        progress: !args.no_progress && io::stderr().is_terminal() && (!from_args || args.payloads.len() > 100),
+        progress: !args.no_progress
+            && io::stderr().is_terminal()
+            && (!from_args || args.payloads.len() > 100),
         expected: from_args.then_some(args.payloads.len() as u64),
     };
     let out = io::BufWriter::new(io::stdout().lock());
     let summary = if from_args {
         let items = args.payloads.into_iter().map(|p| Ok(Bytes::from(p)));
-        submit(client.clone(), reconnected, config, futures::stream::iter(items), out).await?
+        submit(
+            client.clone(),
+            reconnected,
+            config,
+            futures::stream::iter(items),
+            out,
+        )
+        .await?
     } else {
         submit(client.clone(), reconnected, config, stdin_lines(), out).await?
     };
@@ -291,7 +327,11 @@ async fn run_submit(client: async_nats::Client, reconnected: std::sync::Arc<toki
         Ok(0)
     } else {
         if summary.failed + summary.timed_out > 0 {
-            eprintln!("error: {} of {} tasks failed or timed out", summary.failed + summary.timed_out, summary.tasks);
+            eprintln!(
+                "error: {} of {} tasks failed or timed out",
+                summary.failed + summary.timed_out,
+                summary.tasks
+            );
         }
         Ok(1)
     }

@@ -49,17 +49,21 @@ pub async fn connect(config: &ConnectConfig) -> Result<(Client, Arc<Notify>), Er
             }
         });
     if let Some(creds) = &config.creds {
-        options = options
-            .credentials_file(creds)
-            .await
-            .map_err(|e| Error::new(ErrorKind::Connection, anyhow::anyhow!("reading credentials {}: {e}", creds.display())))?;
+        options = options.credentials_file(creds).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Connection,
+                anyhow::anyhow!("reading credentials {}: {e}", creds.display()),
+            )
+        })?;
     }
     if config.wait_for_server {
         options = options.retry_on_initial_connect();
     }
-    let client = options
-        .connect(config.url.as_str())
-        .await
-        .map_err(|e| Error::new(ErrorKind::Connection, anyhow::anyhow!("connecting to {}: {e}", config.url)))?;
+    let client = options.connect(config.url.as_str()).await.map_err(|e| {
+        Error::new(
+            ErrorKind::Connection,
+            anyhow::anyhow!("connecting to {}: {e}", config.url),
+        )
+    })?;
     Ok((client, reconnected))
 }

@@ -52,7 +52,10 @@ const DEAD_ONLY: &[&str] = &[
 /// [`ErrorKind::Setup`] when `DEAD` is missing, [`ErrorKind::Connection`]
 /// when NATS does not answer.
 pub async fn list(js: &Context, kind: Option<&str>) -> Result<Vec<DeadTask>, Error> {
-    let stream = js.get_stream(contract::DEAD_STREAM).await.kind(ErrorKind::Setup)?;
+    let stream = js
+        .get_stream(contract::DEAD_STREAM)
+        .await
+        .kind(ErrorKind::Setup)?;
     let filter = contract::dead_subject(kind.unwrap_or(">"));
     let mut consumer = stream
         .create_consumer(OrderedConfig {
@@ -62,19 +65,36 @@ pub async fn list(js: &Context, kind: Option<&str>) -> Result<Vec<DeadTask>, Err
         .await
         .kind(ErrorKind::Setup)?;
     let mut dead = Vec::new();
-    if consumer.info().await.kind(ErrorKind::Connection)?.num_pending == 0 {
+    if consumer
+        .info()
+        .await
+        .kind(ErrorKind::Connection)?
+        .num_pending
+        == 0
+    {
         return Ok(dead);
     }
     let mut messages = consumer.messages().await.kind(ErrorKind::Connection)?;
     while let Some(msg) = messages.next().await {
         let msg = msg.kind(ErrorKind::Connection)?;
-        let info = msg.info().map_err(|e| Error::new(ErrorKind::Other, anyhow::anyhow!("{e}")))?;
+        let info = msg
+            .info()
+            .map_err(|e| Error::new(ErrorKind::Other, anyhow::anyhow!("{e}")))?;
         let (seq, pending) = (info.stream_sequence, info.pending);
         let headers = msg.headers.clone().unwrap_or_default();
-        let get = |name: &str| headers.get(name).map(|v| v.as_str().to_string()).unwrap_or_default();
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default()
+        };
         dead.push(DeadTask {
             seq,
-            kind: msg.subject.strip_prefix(contract::DEAD_PREFIX).unwrap_or_default().to_string(),
+            kind: msg
+                .subject
+                .strip_prefix(contract::DEAD_PREFIX)
+                .unwrap_or_default()
+                .to_string(),
             id: get(contract::HDR_TASK_ID),
             attempts: get(contract::HDR_TASK_ATTEMPT).parse().unwrap_or(0),
             code: get(contract::HDR_SERVICE_ERROR_CODE).parse().unwrap_or(0),
@@ -98,18 +118,31 @@ pub async fn list(js: &Context, kind: Option<&str>) -> Result<Vec<DeadTask>, Err
 /// # Errors
 /// As [`list`]; a publish that JetStream does not confirm stops the replay
 /// (what was replayed stays replayed, the rest stays dead).
-pub async fn replay(js: &Context, kind: Option<&str>, ids: &[String]) -> Result<Vec<DeadTask>, Error> {
+pub async fn replay(
+    js: &Context,
+    kind: Option<&str>,
+    ids: &[String],
+) -> Result<Vec<DeadTask>, Error> {
     let chosen: Vec<DeadTask> = list(js, kind)
         .await?
         .into_iter()
         .filter(|d| ids.is_empty() || ids.iter().any(|i| *i == d.id || *i == d.seq.to_string()))
         .collect();
-    let dead_stream = js.get_stream(contract::DEAD_STREAM).await.kind(ErrorKind::Setup)?;
-    let results = js.get_stream(contract::RESULTS_STREAM).await.kind(ErrorKind::Setup)?;
+    let dead_stream = js
+        .get_stream(contract::DEAD_STREAM)
+        .await
+        .kind(ErrorKind::Setup)?;
+    let results = js
+        .get_stream(contract::RESULTS_STREAM)
+        .await
+        .kind(ErrorKind::Setup)?;
     for task in &chosen {
         let mut headers = HeaderMap::new();
         for (name, values) in task.headers.iter() {
-            if DEAD_ONLY.iter().any(|d| d.eq_ignore_ascii_case(AsRef::<str>::as_ref(name))) {
+            if DEAD_ONLY
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(AsRef::<str>::as_ref(name)))
+            {
                 continue;
             }
             for value in values {
@@ -117,9 +150,15 @@ pub async fn replay(js: &Context, kind: Option<&str>, ids: &[String]) -> Result<
             }
         }
         let own_reply = contract::default_reply(&task.id);
-        let reply = headers.get(contract::HDR_REPLY_TO).map(|v| v.as_str().to_string());
+        let reply = headers
+            .get(contract::HDR_REPLY_TO)
+            .map(|v| v.as_str().to_string());
         if !task.id.is_empty() && reply.as_deref().is_none_or(|r| r == own_reply) {
-            results.purge().filter(own_reply.as_str()).await.kind(ErrorKind::Connection)?;
+            results
+                .purge()
+                .filter(own_reply.as_str())
+                .await
+                .kind(ErrorKind::Connection)?;
         }
         let publish = Publish::build()
             .payload(task.payload.clone())
@@ -130,7 +169,10 @@ pub async fn replay(js: &Context, kind: Option<&str>, ids: &[String]) -> Result<
             .kind(ErrorKind::Connection)?
             .await
             .kind(ErrorKind::Connection)?;
-        dead_stream.delete_message(task.seq).await.kind(ErrorKind::Connection)?;
+        dead_stream
+            .delete_message(task.seq)
+            .await
+            .kind(ErrorKind::Connection)?;
     }
     Ok(chosen)
 }

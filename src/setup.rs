@@ -47,12 +47,18 @@ pub fn stream_configs(settings: &StreamSettings) -> [Config; 3] {
         Config {
             retention: RetentionPolicy::WorkQueue,
             discard: DiscardPolicy::New,
-            ..base(contract::TASKS_STREAM, format!("{}>", contract::TASK_PREFIX))
+            ..base(
+                contract::TASKS_STREAM,
+                format!("{}>", contract::TASK_PREFIX),
+            )
         },
         Config {
             retention: RetentionPolicy::Limits,
             max_age: settings.results_max_age,
-            ..base(contract::RESULTS_STREAM, format!("{}>", contract::RESULT_PREFIX))
+            ..base(
+                contract::RESULTS_STREAM,
+                format!("{}>", contract::RESULT_PREFIX),
+            )
         },
         Config {
             retention: RetentionPolicy::Limits,
@@ -73,9 +79,12 @@ pub async fn ensure_streams(js: &Context, settings: &StreamSettings) -> Result<(
             Err(create_err) => {
                 // Exists with another config (an operator's edit, another
                 // version): use it as it is.
-                js.get_stream(&name)
-                    .await
-                    .map_err(|_| Error::new(ErrorKind::Setup, anyhow::anyhow!("creating stream {name}: {create_err}")))?;
+                js.get_stream(&name).await.map_err(|_| {
+                    Error::new(
+                        ErrorKind::Setup,
+                        anyhow::anyhow!("creating stream {name}: {create_err}"),
+                    )
+                })?;
                 debug!(stream = %name, %create_err, "stream exists with another config; using it");
             }
         }
@@ -88,7 +97,11 @@ pub fn consumer_config(config: &NodeConfig) -> pull::Config {
     let filters: Vec<String> = if config.kinds.is_empty() {
         vec![format!("{}>", contract::TASK_PREFIX)]
     } else {
-        config.kinds.iter().map(|k| contract::task_subject(k)).collect()
+        config
+            .kinds
+            .iter()
+            .map(|k| contract::task_subject(k))
+            .collect()
     };
     let (filter_subject, filter_subjects) = match filters.len() {
         1 => (filters[0].clone(), Vec::new()),
@@ -138,6 +151,10 @@ pub async fn ensure_consumer(js: &Context, config: &NodeConfig) -> Result<String
     let err = last_err.expect("loop ran");
     Err(Error::new(
         ErrorKind::Setup,
-        anyhow::anyhow!("creating consumer {:?} on {}: {err}", config.group, contract::TASKS_STREAM),
+        anyhow::anyhow!(
+            "creating consumer {:?} on {}: {err}",
+            config.group,
+            contract::TASKS_STREAM
+        ),
     ))
 }

@@ -46,11 +46,21 @@ pub struct GroupStatus {
 /// [`ErrorKind::Setup`] when `TASKS` does not exist yet (no node ever ran),
 /// [`ErrorKind::Connection`] when NATS does not answer.
 pub async fn status(js: &Context) -> Result<Status, Error> {
-    let mut tasks = js
-        .get_stream(contract::TASKS_STREAM)
+    let mut tasks = js.get_stream(contract::TASKS_STREAM).await.map_err(|e| {
+        Error::new(
+            ErrorKind::Setup,
+            anyhow::anyhow!(
+                "no {} stream ({e}): start a node first",
+                contract::TASKS_STREAM
+            ),
+        )
+    })?;
+    let depth = tasks
+        .info()
         .await
-        .map_err(|e| Error::new(ErrorKind::Setup, anyhow::anyhow!("no {} stream ({e}): start a node first", contract::TASKS_STREAM)))?;
-    let depth = tasks.info().await.kind(ErrorKind::Connection)?.state.messages;
+        .kind(ErrorKind::Connection)?
+        .state
+        .messages;
     let mut groups = Vec::new();
     let mut consumers = tasks.consumers();
     while let Some(info) = consumers.try_next().await.kind(ErrorKind::Connection)? {

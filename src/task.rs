@@ -70,8 +70,12 @@ pub fn kind_of(subject: &str) -> Option<&str> {
 /// # Errors
 /// A [`TaskError`] with code 400 naming the bad value.
 pub fn parse_timeout(value: &str) -> Result<Duration, TaskError> {
-    let parsed = humantime::parse_duration(value.trim())
-        .map_err(|e| TaskError::reject(format!("bad {}: {value:?}: {e}", contract::HDR_TASK_TIMEOUT)))?;
+    let parsed = humantime::parse_duration(value.trim()).map_err(|e| {
+        TaskError::reject(format!(
+            "bad {}: {value:?}: {e}",
+            contract::HDR_TASK_TIMEOUT
+        ))
+    })?;
     if parsed.is_zero() || parsed > Duration::from_secs(24 * 60 * 60) {
         return Err(TaskError::reject(format!(
             "bad {}: {value:?}: must be more than 0 and at most 24h",
@@ -92,7 +96,8 @@ pub fn check_task_id(id: &str) -> Result<(), TaskError> {
             contract::HDR_TASK_ID
         )));
     }
-    check_tokens(id).map_err(|why| TaskError::reject(format!("bad {} {id:?}: {why}", contract::HDR_TASK_ID)))
+    check_tokens(id)
+        .map_err(|why| TaskError::reject(format!("bad {} {id:?}: {why}", contract::HDR_TASK_ID)))
 }
 
 /// Checks that a result may be published to `subject`: a literal subject
@@ -110,8 +115,14 @@ pub fn check_reply_subject(subject: &str, allowed: &[String]) -> Result<(), Task
     if subject.starts_with('$') {
         return Err(refuse("system subjects ($JS, $SYS, ...) are never a reply"));
     }
-    if !allowed.iter().any(|prefix| subject.starts_with(prefix.as_str()) && subject.len() > prefix.len()) {
-        return Err(refuse(&format!("not under an allowed prefix ({})", allowed.join(", "))));
+    if !allowed
+        .iter()
+        .any(|prefix| subject.starts_with(prefix.as_str()) && subject.len() > prefix.len())
+    {
+        return Err(refuse(&format!(
+            "not under an allowed prefix ({})",
+            allowed.join(", ")
+        )));
     }
     Ok(())
 }
@@ -138,7 +149,12 @@ fn check_tokens(s: &str) -> Result<(), String> {
 pub fn header_bytes(headers: &HeaderMap) -> usize {
     headers
         .iter()
-        .map(|(name, values)| values.iter().map(|v| AsRef::<str>::as_ref(name).len() + v.as_str().len() + 4).sum::<usize>())
+        .map(|(name, values)| {
+            values
+                .iter()
+                .map(|v| AsRef::<str>::as_ref(name).len() + v.as_str().len() + 4)
+                .sum::<usize>()
+        })
         .sum()
 }
 
@@ -214,5 +230,9 @@ impl Envelope {
 
 /// The error a task of unknown kind ends with.
 pub fn no_such_kind(kind: &str) -> TaskError {
-    TaskError::new(code::NO_SUCH_KIND, false, format!("no handler for kind {kind:?}"))
+    TaskError::new(
+        code::NO_SUCH_KIND,
+        false,
+        format!("no handler for kind {kind:?}"),
+    )
 }

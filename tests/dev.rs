@@ -8,7 +8,6 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 use common::*;
 
 /// bin/dev runs its batch across the nodes, tells the user what to try, and
@@ -34,7 +33,10 @@ fn bin_dev_runs_a_batch_and_stops_cleanly() {
         }
     });
     let mut seen = Vec::new();
-    while !seen.last().is_some_and(|l: &String| l.contains("Press Ctrl-C")) {
+    while !seen
+        .last()
+        .is_some_and(|l: &String| l.contains("Press Ctrl-C"))
+    {
         match lines.recv_timeout(Duration::from_secs(120)) {
             Ok(line) => seen.push(line),
             Err(_) => panic!("bin/dev is stuck:\n{}", seen.join("\n")),
@@ -44,9 +46,13 @@ fn bin_dev_runs_a_batch_and_stops_cleanly() {
     let task_lines: Vec<_> = seen.iter().filter(|l| l.starts_with("task ")).collect();
     assert_eq!(task_lines.len(), 15, "{out}");
     // The sleep batch is spread over the nodes: 2 slots each, 12 tasks.
-    let nodes: std::collections::HashSet<_> = task_lines.iter().filter_map(|l| l.split(" on ").nth(1)).map(|r| r.split(' ').next().unwrap()).collect();
+    let nodes: std::collections::HashSet<_> = task_lines
+        .iter()
+        .filter_map(|l| l.split(" on ").nth(1))
+        .map(|r| r.split(' ').next().unwrap())
+        .collect();
     assert!(nodes.len() >= 2, "{out}");
-    assert!(out.contains(&format!("task ")) && out.contains(&sha256_hex(b"hello")), "{out}");
+    assert!(out.contains(&sha256_hex(b"hello")), "{out}");
     assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
 
     // Ctrl-C.
@@ -60,9 +66,13 @@ fn bin_dev_runs_a_batch_and_stops_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "bin/dev exited with {status:?}");
-    let rest: Vec<String> = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(5)).ok()).collect();
+    let rest: Vec<String> =
+        std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(5)).ok()).collect();
     assert!(rest.iter().any(|l| l == "== stopped"), "{rest:?}");
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "nats-server still listening");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nats-server still listening"
+    );
     for i in 1..=3 {
         let log = std::fs::read_to_string(dir.path().join(format!("node{i}.log"))).unwrap();
         assert!(log.contains("stopped"), "node{i} did not drain:\n{log}");

@@ -79,13 +79,22 @@ fn assert_nothing_lost(report: &Report, tasks: u64) {
 
 fn wait_ok(child: &mut Child, scenario: &Scenario) {
     let status = child.wait().unwrap();
-    assert!(status.success(), "fleet submit failed: {}", scenario.submit_err());
+    assert!(
+        status.success(),
+        "fleet submit failed: {}",
+        scenario.submit_err()
+    );
 }
 
-/// 1. SIGKILL of a node mid-batch: its tasks run again elsewhere.
+/// Scenario 1: SIGKILL of a node mid-batch: its tasks run again elsewhere.
 #[test]
 fn sigkill_of_a_node() {
-    let s = Scenario::new(3, &["--concurrency", "8", "--ack-wait", "1s"], "kill", &"10ms\n".repeat(1500));
+    let s = Scenario::new(
+        3,
+        &["--concurrency", "8", "--ack-wait", "1s"],
+        "kill",
+        &"10ms\n".repeat(1500),
+    );
     let mut submit = s.submit("sleep", &[]);
     std::thread::sleep(Duration::from_millis(500));
     s.nodes[1].signal("KILL");
@@ -93,11 +102,16 @@ fn sigkill_of_a_node() {
     assert_nothing_lost(&s.check(), s.tasks);
 }
 
-/// 2. SIGSTOP of a node for longer than ack_wait, then SIGCONT: the paused
+/// Scenario 2: SIGSTOP of a node for longer than ack_wait, then SIGCONT: the paused
 /// node finishes tasks others already ran, and its late results are fenced.
 #[test]
 fn sigstop_past_ack_wait_is_fenced() {
-    let s = Scenario::new(3, &["--concurrency", "8", "--ack-wait", "1s"], "stop", &"100ms\n".repeat(400));
+    let s = Scenario::new(
+        3,
+        &["--concurrency", "8", "--ack-wait", "1s"],
+        "stop",
+        &"100ms\n".repeat(400),
+    );
     let mut submit = s.submit("sleep", &[]);
     std::thread::sleep(Duration::from_millis(400));
     s.nodes[0].signal("STOP");
@@ -112,14 +126,21 @@ fn sigstop_past_ack_wait_is_fenced() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
-/// 3. SIGTERM of a node: it drains, exits 0, and nothing is lost.
+/// Scenario 3: SIGTERM of a node: it drains, exits 0, and nothing is lost.
 #[test]
 fn sigterm_of_a_node() {
-    let mut s = Scenario::new(3, &["--concurrency", "8", "--ack-wait", "30s", "--grace", "10s"], "term", &"20ms\n".repeat(1200));
+    let mut s = Scenario::new(
+        3,
+        &["--concurrency", "8", "--ack-wait", "30s", "--grace", "10s"],
+        "term",
+        &"20ms\n".repeat(1200),
+    );
     let mut submit = s.submit("sleep", &[]);
     std::thread::sleep(Duration::from_millis(400));
     s.nodes[2].signal("TERM");
-    let status = s.nodes[2].wait_exit(Duration::from_secs(15)).expect("node did not stop");
+    let status = s.nodes[2]
+        .wait_exit(Duration::from_secs(15))
+        .expect("node did not stop");
     assert!(status.success(), "{}", s.nodes[2].log_text());
     let started = Instant::now();
     wait_ok(&mut submit, &s);
@@ -128,11 +149,16 @@ fn sigterm_of_a_node() {
     assert_nothing_lost(&s.check(), s.tasks);
 }
 
-/// 4. nats-server stopped and restarted on the same store mid-batch, with
+/// Scenario 4: nats-server stopped and restarted on the same store mid-batch, with
 /// the submitter and the nodes connected throughout.
 #[test]
 fn server_restart_mid_batch() {
-    let mut s = Scenario::new(3, &["--concurrency", "16", "--ack-wait", "2s"], "restart", &numbered_lines(4000));
+    let mut s = Scenario::new(
+        3,
+        &["--concurrency", "16", "--ack-wait", "2s"],
+        "restart",
+        &numbered_lines(4000),
+    );
     let mut submit = s.submit("echo", &["--window", "128"]);
     std::thread::sleep(Duration::from_millis(600));
     s.server.stop();
@@ -141,11 +167,16 @@ fn server_restart_mid_batch() {
     wait_ok(&mut submit, &s);
     assert_nothing_lost(&s.check(), s.tasks);
     for node in &mut s.nodes {
-        assert!(node.child.try_wait().unwrap().is_none(), "node {} died:\n{}", node.name, node.log_text());
+        assert!(
+            node.child.try_wait().unwrap().is_none(),
+            "node {} died:\n{}",
+            node.name,
+            node.log_text()
+        );
     }
 }
 
-/// 5. A poison task among good ones: the good ones finish, the poison one
+/// Scenario 5: A poison task among good ones: the good ones finish, the poison one
 /// lands in DEAD after its attempts, and `fleet dead replay` brings it back.
 #[test]
 fn poison_task_goes_to_dead_and_replays() {
@@ -154,22 +185,41 @@ fn poison_task_goes_to_dead_and_replays() {
     let flaky = format!("flaky=test -f {} && cat", ready.display());
     let s = Scenario::new(
         3,
-        &["--concurrency", "8", "--max-deliver", "3", "--retry-delay", "50ms", "--exec", &flaky],
+        &[
+            "--concurrency",
+            "8",
+            "--max-deliver",
+            "3",
+            "--retry-delay",
+            "50ms",
+            "--exec",
+            &flaky,
+        ],
         "good",
         &numbered_lines(2000),
     );
     let mut good = s.submit("echo", &[]);
-    let poison = fleet(&s.server, &["submit", "flaky", "poison", "--json", "--batch", "bad"], b"");
+    let poison = fleet(
+        &s.server,
+        &["submit", "flaky", "poison", "--json", "--batch", "bad"],
+        b"",
+    );
     wait_ok(&mut good, &s);
     assert_nothing_lost(&s.check(), s.tasks);
     assert_eq!(poison.status.code(), Some(1));
     let line = &json_lines(&poison.stdout)[0];
-    assert_eq!((line["status"].as_str(), line["attempt"].as_u64()), (Some("error"), Some(3)));
+    assert_eq!(
+        (line["status"].as_str(), line["attempt"].as_u64()),
+        (Some("error"), Some(3))
+    );
 
     let dead = fleet(&s.server, &["dead", "list", "--json"], b"");
     let dead = json_lines(&dead.stdout);
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0]["id"].as_str(), dead[0]["kind"].as_str()), (Some("bad.1"), Some("flaky")));
+    assert_eq!(
+        (dead[0]["id"].as_str(), dead[0]["kind"].as_str()),
+        (Some("bad.1"), Some("flaky"))
+    );
 
     // The cause is fixed; replay it.
     std::fs::write(&ready, "").unwrap();
@@ -178,20 +228,30 @@ fn poison_task_goes_to_dead_and_replays() {
     let start = Instant::now();
     loop {
         let kept = rt().block_on(read_stream(&s.server.url(), "RESULTS"));
-        let mine: Vec<_> = kept.iter().filter(|m| m.subject.as_str() == "results.bad.1").collect();
+        let mine: Vec<_> = kept
+            .iter()
+            .filter(|m| m.subject.as_str() == "results.bad.1")
+            .collect();
         if let [only] = mine.as_slice() {
-            if only.headers.as_ref().is_some_and(|h| h.get("Nats-Service-Error").is_none()) {
+            if only
+                .headers
+                .as_ref()
+                .is_some_and(|h| h.get("Nats-Service-Error").is_none())
+            {
                 assert_eq!(only.payload.as_ref(), b"poison");
                 break;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(15), "replayed task never succeeded");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "replayed task never succeeded"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(rt().block_on(stream_len(&s.server.url(), "DEAD")), 0);
 }
 
-/// 6. `fleet submit` killed mid-batch and run again with the same batch: no
+/// Scenario 6: `fleet submit` killed mid-batch and run again with the same batch: no
 /// task is enqueued twice and every result is collected.
 #[test]
 fn submitter_killed_and_rerun() {
@@ -201,24 +261,42 @@ fn submitter_killed_and_rerun() {
     signal(&first, "KILL");
     let _ = first.wait();
     let before = json_lines(&std::fs::read(&s.out).unwrap_or_default()).len();
-    assert!(before > 0 && (before as u64) < s.tasks, "the kill should land mid-batch ({before} results)");
+    assert!(
+        before > 0 && (before as u64) < s.tasks,
+        "the kill should land mid-batch ({before} results)"
+    );
 
     let mut second = s.submit("sleep", &["--window", "64"]);
     wait_ok(&mut second, &s);
     let lines = json_lines(&std::fs::read(&s.out).unwrap());
-    assert_eq!(lines.len() as u64, s.tasks, "the second run prints every task once");
-    assert!(s.submit_err().contains("collected from an earlier run"), "{}", s.submit_err());
+    assert_eq!(
+        lines.len() as u64,
+        s.tasks,
+        "the second run prints every task once"
+    );
+    assert!(
+        s.submit_err().contains("collected from an earlier run"),
+        "{}",
+        s.submit_err()
+    );
     assert_nothing_lost(&s.check(), s.tasks);
     // Every task was stored in TASKS once: the re-publishes were de-duplicated.
     let last_seq = rt().block_on(async {
         let client = async_nats::connect(s.server.url()).await.unwrap();
         let js = async_nats::jetstream::new(client);
-        js.get_stream("TASKS").await.unwrap().info().await.unwrap().state.last_sequence
+        js.get_stream("TASKS")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .last_sequence
     });
     assert_eq!(last_seq, s.tasks, "tasks enqueued twice");
 }
 
-/// 7. Mixed: kills, pauses, graceful stops and a server restart at random
+/// Scenario 7: Mixed: kills, pauses, graceful stops and a server restart at random
 /// moments during one run of 20,000 tasks. Prints the checker's table.
 #[test]
 fn mixed_faults_twenty_thousand_tasks() {
@@ -227,7 +305,14 @@ fn mixed_faults_twenty_thousand_tasks() {
     let started = Instant::now();
     let mut submit = s.submit("sleep", &["--window", "256"]);
     let mut rng = fastrand_seed();
-    let mut plan = vec!["SIGKILL node", "SIGSTOP node past ack_wait", "SIGTERM node", "restart nats-server", "SIGKILL node", "SIGSTOP node past ack_wait"];
+    let mut plan = vec![
+        "SIGKILL node",
+        "SIGSTOP node past ack_wait",
+        "SIGTERM node",
+        "restart nats-server",
+        "SIGKILL node",
+        "SIGSTOP node past ack_wait",
+    ];
     for i in (1..plan.len()).rev() {
         plan.swap(i, (rng.next() as usize) % (i + 1));
     }
@@ -253,7 +338,10 @@ fn mixed_faults_twenty_thousand_tasks() {
             "SIGTERM node" => {
                 s.nodes[victim].signal("TERM");
                 let status = s.nodes[victim].wait_exit(Duration::from_secs(10));
-                assert!(status.is_some_and(|st| st.success()), "graceful stop failed");
+                assert!(
+                    status.is_some_and(|st| st.success()),
+                    "graceful stop failed"
+                );
                 s.nodes.remove(victim);
                 s.add_node();
             }
@@ -268,8 +356,14 @@ fn mixed_faults_twenty_thousand_tasks() {
     wait_ok(&mut submit, &s);
     std::thread::sleep(Duration::from_millis(1000));
     let report = s.check();
-    println!("faults injected: {injected:?}; run took {:?}", started.elapsed());
-    assert!(injected.len() >= 4, "the batch ended before the faults were injected: {injected:?}");
+    println!(
+        "faults injected: {injected:?}; run took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        injected.len() >= 4,
+        "the batch ended before the faults were injected: {injected:?}"
+    );
     assert_nothing_lost(&report, s.tasks);
 }
 
@@ -291,7 +385,13 @@ fn fastrand_seed() -> XorShift {
     let seed = std::env::var("FLEET_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
     println!("fault seed: {seed} (FLEET_FAULT_SEED={seed} to replay)");
     XorShift(seed)
 }

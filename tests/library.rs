@@ -11,7 +11,8 @@ use fleet::{Node, NodeConfig, Registry, Task, TaskError};
 use futures::StreamExt;
 
 async fn shout(task: Task) -> Result<String, TaskError> {
-    let text = std::str::from_utf8(&task.payload).map_err(|_| TaskError::reject("shout takes UTF-8"))?;
+    let text =
+        std::str::from_utf8(&task.payload).map_err(|_| TaskError::reject("shout takes UTF-8"))?;
     Ok(format!("{}!", text.to_uppercase()))
 }
 
@@ -46,19 +47,38 @@ fn rust_handler_runs_in_a_node_started_from_code() {
         for (i, word) in ["hello", "fleet"].iter().enumerate() {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Reply-To", format!("results.lib.{i}").as_str());
-            js.publish_with_headers("tasks.shout", headers, Bytes::from(*word)).await.unwrap().await.unwrap();
+            js.publish_with_headers("tasks.shout", headers, Bytes::from(*word))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
         }
         let mut results = Vec::new();
         while results.len() < 2 {
-            let msg = tokio::time::timeout(Duration::from_secs(10), sub.next()).await.unwrap().unwrap();
-            assert_eq!(msg.headers.as_ref().unwrap().get("Task-Node").unwrap().as_str(), "in-process");
+            let msg = tokio::time::timeout(Duration::from_secs(10), sub.next())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                msg.headers
+                    .as_ref()
+                    .unwrap()
+                    .get("Task-Node")
+                    .unwrap()
+                    .as_str(),
+                "in-process"
+            );
             results.push(String::from_utf8(msg.payload.to_vec()).unwrap());
         }
         results.sort();
         assert_eq!(results, ["FLEET!", "HELLO!"]);
 
         stop_tx.send(()).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(10), node).await.unwrap().unwrap().unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(10), node)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(stats.ok, 2);
         assert_eq!(stats.failed, 0);
     });

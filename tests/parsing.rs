@@ -71,8 +71,21 @@ fn contract_examples() {
     assert!(parse_timeout("2days").is_err());
     assert!(check_reply_subject("results.demo", &allowed()).is_ok());
     assert!(check_reply_subject("_INBOX.abc.1", &allowed()).is_ok());
-    for bad in ["$JS.API.STREAM.DELETE.TASKS", "$SYS.REQ", "results.*", "results.>", "results..x", "results.", "other.x", "", "results.a b"] {
-        assert!(check_reply_subject(bad, &allowed()).is_err(), "{bad:?} accepted");
+    for bad in [
+        "$JS.API.STREAM.DELETE.TASKS",
+        "$SYS.REQ",
+        "results.*",
+        "results.>",
+        "results..x",
+        "results.",
+        "other.x",
+        "",
+        "results.a b",
+    ] {
+        assert!(
+            check_reply_subject(bad, &allowed()).is_err(),
+            "{bad:?} accepted"
+        );
     }
     assert!(check_task_id("batch.17").is_ok());
     assert!(check_task_id("a b").is_err());

@@ -42,13 +42,24 @@ fn script(block: &str) -> String {
             Some((c, rest)) => (c.trim().to_string(), rest.trim().to_string()),
             None => (line.trim().to_string(), String::new()),
         };
-        let command = command.replace("results.N", "results.$(grep -o '\"seq\":[0-9]*' req.out | cut -d: -f2)");
-        let expected: i32 = comment.strip_prefix("exits ").and_then(|r| r.split(':').next()).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+        let command = command.replace(
+            "results.N",
+            "results.$(grep -o '\"seq\":[0-9]*' req.out | cut -d: -f2)",
+        );
+        let expected: i32 = comment
+            .strip_prefix("exits ")
+            .and_then(|r| r.split(':').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
         if let Some(bg) = command.strip_suffix('&') {
             out.push_str(&format!("{bg} &\nsleep 2\n"));
             continue;
         }
-        let command = if command.starts_with("nats req") { format!("{command} | tee req.out") } else { command };
+        let command = if command.starts_with("nats req") {
+            format!("{command} | tee req.out")
+        } else {
+            command
+        };
         out.push_str(&format!(
             "{command}\nrc=$?\nif [ $rc -ne {expected} ]; then echo \"README line exited $rc, not {expected}: {}\" >&2; exit 1; fi\n",
             command.replace('"', "'").replace('$', "")
@@ -65,7 +76,11 @@ fn readme_commands_run_as_written() {
     let sh = blocks(&readme, "sh");
     assert!(sh.len() >= 3, "README lost its sh blocks");
     let server = NatsServer::start();
-    let _node = NodeProc::spawn(&server, "node1", &["--max-deliver", "2", "--retry-delay", "50ms"]);
+    let _node = NodeProc::spawn(
+        &server,
+        "node1",
+        &["--max-deliver", "2", "--retry-delay", "50ms"],
+    );
     let work = tempfile::tempdir().unwrap();
     for toml in blocks(&readme, "toml") {
         std::fs::write(work.path().join("handlers.toml"), toml).unwrap();
@@ -96,10 +111,16 @@ fn readme_commands_run_as_written() {
         let pgid = child.id();
         let status = child.wait().unwrap();
         // Stop what the block left running in the background.
-        let _ = Command::new("kill").arg("-TERM").arg(format!("-{pgid}")).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(format!("-{pgid}"))
+            .status();
         let stdout = std::fs::read_to_string(&out_file).unwrap();
         let stderr = std::fs::read_to_string(&err_file).unwrap();
-        assert!(status.success(), "README block failed:\n{block}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(
+            status.success(),
+            "README block failed:\n{block}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
         all_output.push_str(&stdout);
     }
     // What a reader of each block expects to see.

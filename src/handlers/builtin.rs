@@ -23,8 +23,11 @@ pub async fn sha256(task: Task) -> Result<String, TaskError> {
 pub async fn sleep(task: Task) -> Result<Bytes, TaskError> {
     let text = std::str::from_utf8(&task.payload)
         .map_err(|_| TaskError::reject("sleep takes a duration such as 250ms"))?;
-    let duration = parse_timeout(text)
-        .map_err(|_| TaskError::reject(format!("sleep takes a duration such as 250ms, not {text:?}")))?;
+    let duration = parse_timeout(text).map_err(|_| {
+        TaskError::reject(format!(
+            "sleep takes a duration such as 250ms, not {text:?}"
+        ))
+    })?;
     tokio::time::sleep(duration).await;
     Ok(Bytes::new())
 }

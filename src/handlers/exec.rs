@@ -58,7 +58,13 @@ impl Handler for ExecHandler {
             match this.timeout {
                 Some(limit) => tokio::time::timeout(limit, this.run(task))
                     .await
-                    .unwrap_or_else(|_| Err(TaskError::new(crate::contract::code::TIMED_OUT, true, format!("timed out after {}", humantime::format_duration(limit))))),
+                    .unwrap_or_else(|_| {
+                        Err(TaskError::new(
+                            crate::contract::code::TIMED_OUT,
+                            true,
+                            format!("timed out after {}", humantime::format_duration(limit)),
+                        ))
+                    }),
                 None => this.run(task).await,
             }
         })
@@ -159,7 +165,8 @@ pub fn parse_exec_flag(flag: &str) -> anyhow::Result<(String, ExecHandler)> {
     if kind.is_empty() || command.trim().is_empty() {
         bail!("--exec takes KIND=COMMAND with both sides set, got {flag:?}");
     }
-    crate::task::check_task_id(kind).map_err(|e| anyhow::anyhow!("--exec kind {kind:?}: {}", e.message()))?;
+    crate::task::check_task_id(kind)
+        .map_err(|e| anyhow::anyhow!("--exec kind {kind:?}: {}", e.message()))?;
     Ok((kind.to_string(), ExecHandler::new(command)))
 }
 
@@ -174,7 +181,8 @@ pub fn parse_exec_flag(flag: &str) -> anyhow::Result<(String, ExecHandler)> {
 /// # Errors
 /// When the file cannot be read or is not of that shape.
 pub fn load_file(path: &Path) -> anyhow::Result<Vec<(String, ExecHandler)>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let table: BTreeMap<String, ExecHandler> =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     Ok(table.into_iter().collect())
@@ -184,7 +192,11 @@ pub fn load_file(path: &Path) -> anyhow::Result<Vec<(String, ExecHandler)>> {
 ///
 /// # Errors
 /// When a flag or the file is malformed.
-pub fn register_all(registry: &mut Registry, flags: &[String], file: Option<&Path>) -> anyhow::Result<()> {
+pub fn register_all(
+    registry: &mut Registry,
+    flags: &[String],
+    file: Option<&Path>,
+) -> anyhow::Result<()> {
     let mut handlers = match file {
         Some(path) => load_file(path)?,
         None => Vec::new(),

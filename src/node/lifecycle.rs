@@ -91,7 +91,13 @@ pub(super) async fn run(shared: &Shared, msg: Message) {
     finish(&ctx, outcome).await;
 }
 
-async fn execute(shared: &Shared, msg: &Message, kind: &str, delivery: Delivery, envelope: &Envelope) -> Outcome {
+async fn execute(
+    shared: &Shared,
+    msg: &Message,
+    kind: &str,
+    delivery: Delivery,
+    envelope: &Envelope,
+) -> Outcome {
     let config = &shared.config;
     let Some(handler) = shared.registry.get(kind) else {
         return Outcome::Failed(no_such_kind(kind));
@@ -101,7 +107,11 @@ async fn execute(shared: &Shared, msg: &Message, kind: &str, delivery: Delivery,
         return Outcome::Failed(TaskError::new(
             code::HANDLER_FAILED,
             false,
-            format!("attempts used up: {} of {}, the last did not finish", delivery.attempt - 1, config.max_deliver),
+            format!(
+                "attempts used up: {} of {}, the last did not finish",
+                delivery.attempt - 1,
+                config.max_deliver
+            ),
         ));
     }
     let deadline = Instant::now() + envelope.timeout;
@@ -224,11 +234,20 @@ fn result_headers(ctx: &Ctx<'_>, error: Option<&TaskError>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(contract::HDR_TASK_ID, ctx.envelope.id.as_str());
     headers.insert(contract::HDR_TASK_NODE, ctx.shared.node_header.clone());
-    headers.insert(contract::HDR_TASK_ATTEMPT, ctx.delivery.attempt.to_string().as_str());
+    headers.insert(
+        contract::HDR_TASK_ATTEMPT,
+        ctx.delivery.attempt.to_string().as_str(),
+    );
     headers.insert(contract::HDR_TASK_KIND, ctx.kind);
     if let Some(err) = error {
-        headers.insert(contract::HDR_SERVICE_ERROR, one_line(err.message()).as_str());
-        headers.insert(contract::HDR_SERVICE_ERROR_CODE, err.code().to_string().as_str());
+        headers.insert(
+            contract::HDR_SERVICE_ERROR,
+            one_line(err.message()).as_str(),
+        );
+        headers.insert(
+            contract::HDR_SERVICE_ERROR_CODE,
+            err.code().to_string().as_str(),
+        );
     }
     headers
 }
@@ -243,7 +262,11 @@ fn one_line(text: &str) -> String {
 }
 
 /// Publishes the task's result (ok when `error` is `None`).
-async fn write_result(ctx: &Ctx<'_>, output: Bytes, error: Option<&TaskError>) -> Result<Written, TaskError> {
+async fn write_result(
+    ctx: &Ctx<'_>,
+    output: Bytes,
+    error: Option<&TaskError>,
+) -> Result<Written, TaskError> {
     let headers = result_headers(ctx, error);
     let reply = ctx.envelope.reply.as_str();
     if !reply.starts_with(contract::RESULT_PREFIX) {
@@ -293,7 +316,10 @@ async fn dead_letter(ctx: &Ctx<'_>, err: &TaskError) -> Result<(), TaskError> {
     // Keep the task's own headers for a replay, but not the JetStream ones
     // (`Nats-Msg-Id`, `Nats-Expected-*`): they would refuse the copy.
     for (name, values) in ctx.msg.headers.iter().flat_map(|h| h.iter()) {
-        if !AsRef::<str>::as_ref(name).to_ascii_lowercase().starts_with("nats-") {
+        if !AsRef::<str>::as_ref(name)
+            .to_ascii_lowercase()
+            .starts_with("nats-")
+        {
             for value in values {
                 headers.append(name.clone(), value.clone());
             }
@@ -315,9 +341,15 @@ async fn dead_letter(ctx: &Ctx<'_>, err: &TaskError) -> Result<(), TaskError> {
         .payload(ctx.msg.payload.clone())
         .headers(headers)
         .message_id(format!("dead-{}", ctx.delivery.stream_seq));
-    let ack = match ctx.shared.js.send_publish(contract::dead_subject(kind), publish).await {
+    let ack = match ctx
+        .shared
+        .js
+        .send_publish(contract::dead_subject(kind), publish)
+        .await
+    {
         Ok(ack) => ack.await,
         Err(e) => Err(e),
     };
-    ack.map(|_| ()).map_err(|e| TaskError::retry(format!("writing the dead letter: {e}")))
+    ack.map(|_| ())
+        .map_err(|e| TaskError::retry(format!("writing the dead letter: {e}")))
 }

@@ -150,7 +150,10 @@ impl Node {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<NodeStats, Error> {
         let config = self.config;
         if config.concurrency == 0 {
-            return Err(Error::new(ErrorKind::Usage, anyhow::anyhow!("concurrency must be at least 1")));
+            return Err(Error::new(
+                ErrorKind::Usage,
+                anyhow::anyhow!("concurrency must be at least 1"),
+            ));
         }
         let js = async_nats::jetstream::new(self.client.clone());
         setup::ensure_streams(&js, &config.streams).await?;
@@ -259,13 +262,22 @@ async fn start(shared: &Arc<Shared>, msg: Message, slots: &Arc<Semaphore>, relea
 async fn hand_back(shared: &Shared, msg: &Message) {
     if let Some(reply) = &msg.reply {
         shared.counters.handed_back.fetch_add(1, Ordering::Relaxed);
-        if let Err(err) = shared.client.publish(reply.clone(), Bytes::from_static(b"-NAK")).await {
+        if let Err(err) = shared
+            .client
+            .publish(reply.clone(), Bytes::from_static(b"-NAK"))
+            .await
+        {
             warn!(%err, "could not hand a task back; it returns after ack_wait");
         }
     }
 }
 
-async fn drain(shared: &Arc<Shared>, puller: &mut Puller, slots: &Arc<Semaphore>, cancel: watch::Sender<bool>) {
+async fn drain(
+    shared: &Arc<Shared>,
+    puller: &mut Puller,
+    slots: &Arc<Semaphore>,
+    cancel: watch::Sender<bool>,
+) {
     let concurrency = shared.config.concurrency as u32;
     let grace_end = Instant::now() + shared.config.grace;
     let hand_back_open_requests = async {
@@ -284,9 +296,13 @@ async fn drain(shared: &Arc<Shared>, puller: &mut Puller, slots: &Arc<Semaphore>
         let all = slots.acquire_many(concurrency);
         if tokio::time::timeout_at(grace_end, all).await.is_err() {
             let running = concurrency as usize - slots.available_permits();
-            warn!(running, "grace period over: handing back the tasks still running");
+            warn!(
+                running,
+                "grace period over: handing back the tasks still running"
+            );
             let _ = cancel.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(concurrency)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(concurrency))
+                .await;
         }
     };
     tokio::join!(hand_back_open_requests, finish_running);
@@ -319,7 +335,10 @@ struct Puller {
 impl Puller {
     async fn new(client: Client, next_subject: String) -> Result<Self, Error> {
         let inbox = client.new_inbox();
-        let sub = client.subscribe(inbox.clone()).await.kind(ErrorKind::Connection)?;
+        let sub = client
+            .subscribe(inbox.clone())
+            .await
+            .kind(ErrorKind::Connection)?;
         Ok(Puller {
             client,
             next_subject,
@@ -337,7 +356,11 @@ impl Puller {
             PULL_EXPIRES.as_nanos()
         );
         self.client
-            .publish_with_reply(self.next_subject.clone(), self.inbox.clone(), request.into())
+            .publish_with_reply(
+                self.next_subject.clone(),
+                self.inbox.clone(),
+                request.into(),
+            )
             .await?;
         debug!(batch, "asked for tasks");
         self.credits += batch;

@@ -128,7 +128,14 @@ where
     let batch = match &config.batch {
         Some(name) => name.clone(),
         // The random head of a fresh NUID: short, and unique enough.
-        None => client.new_inbox().rsplit('.').next().unwrap_or("batch").chars().take(12).collect(),
+        None => client
+            .new_inbox()
+            .rsplit('.')
+            .next()
+            .unwrap_or("batch")
+            .chars()
+            .take(12)
+            .collect(),
     };
     let reply_prefix = if config.ephemeral {
         format!("{}.", client.new_inbox())
@@ -142,7 +149,11 @@ where
     let results = if config.ephemeral {
         None
     } else {
-        Some(js.get_stream(contract::RESULTS_STREAM).await.kind(ErrorKind::Setup)?)
+        Some(
+            js.get_stream(contract::RESULTS_STREAM)
+                .await
+                .kind(ErrorKind::Setup)?,
+        )
     };
     let started = Instant::now();
     let mut run = Run {
@@ -227,7 +238,9 @@ fn check_config(config: &SubmitConfig) -> Result<(), Error> {
     }
     if let Some(batch) = &config.batch {
         if check_task_id(batch).is_err() || batch.contains('.') {
-            return usage(format!("bad batch name {batch:?}: use letters, digits, - and _"));
+            return usage(format!(
+                "bad batch name {batch:?}: use letters, digits, - and _"
+            ));
         }
     }
     if let Some(timeout) = &config.task_timeout {
@@ -242,7 +255,12 @@ fn check_config(config: &SubmitConfig) -> Result<(), Error> {
 }
 
 impl<W: Write> Run<W> {
-    fn publish(&mut self, js: &jetstream::Context, n: u64, payload: Bytes) -> Result<Option<AckFuture>, Error> {
+    fn publish(
+        &mut self,
+        js: &jetstream::Context,
+        n: u64,
+        payload: Bytes,
+    ) -> Result<Option<AckFuture>, Error> {
         let id = format!("{}.{n}", self.batch);
         // Refuse what the server would refuse, before anything is sent.
         let max_payload = js.client().server_info().max_payload;
@@ -260,7 +278,10 @@ impl<W: Write> Run<W> {
         }
         let mut headers = HeaderMap::new();
         headers.insert(contract::HDR_TASK_ID, id.as_str());
-        headers.insert(contract::HDR_REPLY_TO, format!("{}{n}", self.reply_prefix).as_str());
+        headers.insert(
+            contract::HDR_REPLY_TO,
+            format!("{}{n}", self.reply_prefix).as_str(),
+        );
         if let Some(timeout) = &self.config.task_timeout {
             headers.insert(contract::HDR_TASK_TIMEOUT, timeout.as_str());
         }
@@ -271,7 +292,12 @@ impl<W: Write> Run<W> {
         let js = js.clone();
         let subject = contract::task_subject(&self.config.kind);
         Ok(Some(Box::pin(async move {
-            let publish = || Publish::build().payload(payload.clone()).headers(headers.clone()).message_id(&id);
+            let publish = || {
+                Publish::build()
+                    .payload(payload.clone())
+                    .headers(headers.clone())
+                    .message_id(&id)
+            };
             loop {
                 let accepted = match js.send_publish(subject.clone(), publish()).await {
                     Ok(ack) => ack.await.map(|_| ()),
@@ -316,7 +342,13 @@ impl<W: Write> Run<W> {
         else {
             return Ok(());
         };
-        let result = parse_result(&self.batch, n, &self.config.kind, msg.headers.as_ref(), msg.payload.clone());
+        let result = parse_result(
+            &self.batch,
+            n,
+            &self.config.kind,
+            msg.headers.as_ref(),
+            msg.payload.clone(),
+        );
         self.record(n, &result)
     }
 
@@ -364,7 +396,13 @@ impl<W: Write> Run<W> {
                 let result = TaskResult {
                     id: format!("{}.{n}", self.batch),
                     kind: self.config.kind.clone(),
-                    error: Some((code::TIMED_OUT, format!("no result within {}", humantime::format_duration(self.config.timeout)))),
+                    error: Some((
+                        code::TIMED_OUT,
+                        format!(
+                            "no result within {}",
+                            humantime::format_duration(self.config.timeout)
+                        ),
+                    )),
                     node: None,
                     attempt: None,
                     payload: Bytes::new(),
@@ -404,7 +442,13 @@ impl<W: Write> Run<W> {
         for n in wanted {
             let subject = format!("{}{n}", self.reply_prefix);
             if let Ok(kept) = stream.direct_get_last_for_subject(subject).await {
-                let result = parse_result(&self.batch, n, &self.config.kind, Some(&kept.headers), kept.payload);
+                let result = parse_result(
+                    &self.batch,
+                    n,
+                    &self.config.kind,
+                    Some(&kept.headers),
+                    kept.payload,
+                );
                 self.record(n, &result)?;
             }
         }
@@ -431,11 +475,21 @@ impl<W: Write> Run<W> {
         while let Some(msg) = messages.next().await {
             let msg = msg.kind(ErrorKind::Connection)?;
             let pending = msg.info().map(|i| i.pending).unwrap_or(0);
-            if let Some(n) = msg.subject.strip_prefix(self.reply_prefix.as_str()).and_then(|t| t.parse::<u64>().ok()) {
+            if let Some(n) = msg
+                .subject
+                .strip_prefix(self.reply_prefix.as_str())
+                .and_then(|t| t.parse::<u64>().ok())
+            {
                 if !self.done.get(n) {
                     self.summary.resumed += 1;
                 }
-                let result = parse_result(&self.batch, n, &self.config.kind, msg.headers.as_ref(), msg.payload.clone());
+                let result = parse_result(
+                    &self.batch,
+                    n,
+                    &self.config.kind,
+                    msg.headers.as_ref(),
+                    msg.payload.clone(),
+                );
                 self.record(n, &result)?;
             }
             if pending == 0 {
@@ -452,8 +506,18 @@ fn transient(err: &PublishError) -> bool {
     !matches!(err.kind(), PublishErrorKind::MaxPayloadExceeded)
 }
 
-fn parse_result(batch: &str, n: u64, kind: &str, headers: Option<&HeaderMap>, payload: Bytes) -> TaskResult {
-    let get = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
+fn parse_result(
+    batch: &str,
+    n: u64,
+    kind: &str,
+    headers: Option<&HeaderMap>,
+    payload: Bytes,
+) -> TaskResult {
+    let get = |name: &str| {
+        headers
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+    };
     let error = get(contract::HDR_SERVICE_ERROR_CODE).map(|code| {
         let code = code.parse().unwrap_or(code::HANDLER_FAILED);
         (code, get(contract::HDR_SERVICE_ERROR).unwrap_or_default())

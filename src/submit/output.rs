@@ -102,14 +102,26 @@ impl<W: Write> Printer<W> {
             }
             Format::Line => {
                 let node = r.node.as_deref().unwrap_or("no node");
-                let attempt = r.attempt.map(|a| format!(" (attempt {a})")).unwrap_or_default();
+                let attempt = r
+                    .attempt
+                    .map(|a| format!(" (attempt {a})"))
+                    .unwrap_or_default();
                 match &r.error {
                     None => {
                         let (text, _) = text_or_base64(&r.payload);
-                        writeln!(self.out, "task {} on {node}{attempt}: {}", r.id, text.trim_end())?;
+                        writeln!(
+                            self.out,
+                            "task {} on {node}{attempt}: {}",
+                            r.id,
+                            text.trim_end()
+                        )?;
                     }
                     Some((code, message)) => {
-                        writeln!(self.out, "task {} on {node}{attempt}: error {code}: {message}", r.id)?;
+                        writeln!(
+                            self.out,
+                            "task {} on {node}{attempt}: error {code}: {message}",
+                            r.id
+                        )?;
                     }
                 }
             }

@@ -25,7 +25,10 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "| acknowledged | ok | failed | lost | duplicated | unknown |")?;
+        writeln!(
+            f,
+            "| acknowledged | ok | failed | lost | duplicated | unknown |"
+        )?;
         writeln!(f, "|---|---|---|---|---|---|")?;
         write!(
             f,
@@ -33,10 +36,18 @@ impl fmt::Display for Report {
             self.acknowledged, self.ok, self.failed, self.lost, self.duplicated, self.unknown
         )?;
         if !self.lost_ids.is_empty() {
-            write!(f, "\nlost: {:?}", &self.lost_ids[..self.lost_ids.len().min(20)])?;
+            write!(
+                f,
+                "\nlost: {:?}",
+                &self.lost_ids[..self.lost_ids.len().min(20)]
+            )?;
         }
         if !self.duplicated_ids.is_empty() {
-            write!(f, "\nduplicated: {:?}", &self.duplicated_ids[..self.duplicated_ids.len().min(20)])?;
+            write!(
+                f,
+                "\nduplicated: {:?}",
+                &self.duplicated_ids[..self.duplicated_ids.len().min(20)]
+            )?;
         }
         Ok(())
     }
@@ -45,16 +56,30 @@ impl fmt::Display for Report {
 /// Classifies tasks `1..=tasks` of `batch` (submitted by `fleet submit
 /// --batch`), given the submitter's JSON lines (for what was never
 /// acknowledged) and the server's `RESULTS`.
-pub async fn check(url: &str, batch: &str, tasks: u64, submit_lines: &[serde_json::Value]) -> Report {
+pub async fn check(
+    url: &str,
+    batch: &str,
+    tasks: u64,
+    submit_lines: &[serde_json::Value],
+) -> Report {
     let never_acked: std::collections::HashSet<String> = submit_lines
         .iter()
-        .filter(|l| l["error"].as_str().is_some_and(|e| e.starts_with("not submitted")))
+        .filter(|l| {
+            l["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("not submitted"))
+        })
         .map(|l| l["id"].as_str().unwrap().to_string())
         .collect();
     let mut kept: HashMap<String, Vec<bool>> = HashMap::new();
     for msg in super::read_stream(url, "RESULTS").await {
-        let is_error = msg.headers.as_ref().is_some_and(|h| h.get("Nats-Service-Error-Code").is_some());
-        kept.entry(msg.subject.to_string()).or_default().push(!is_error);
+        let is_error = msg
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get("Nats-Service-Error-Code").is_some());
+        kept.entry(msg.subject.to_string())
+            .or_default()
+            .push(!is_error);
     }
     let mut report = Report::default();
     for n in 1..=tasks {

@@ -41,7 +41,11 @@ pub fn fleet_bin() -> PathBuf {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A nats-server of this test's own: `nats.conf`, a free port, a fresh store.
@@ -101,7 +105,11 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
         let mut cmd = Command::new(tool("nats-server"));
         if !self.extra.iter().any(|a| a == "-c") {
             cmd.arg("-c").arg(root().join("nats.conf"));
@@ -128,7 +136,10 @@ impl NatsServer {
             if spawns > 0 && starts == spawns {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "nats-server did not start:\n{text}");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "nats-server did not start:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -202,7 +213,12 @@ impl NodeProc {
     pub fn wait_for_log(&self, needle: &str, limit: Duration) {
         let start = Instant::now();
         while !self.log_text().contains(needle) {
-            assert!(start.elapsed() < limit, "node {} never logged {needle:?}:\n{}", self.name, self.log_text());
+            assert!(
+                start.elapsed() < limit,
+                "node {} never logged {needle:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -254,7 +270,12 @@ pub fn fleet(server: &NatsServer, args: &[&str], stdin: &[u8]) -> Output {
 }
 
 /// A `fleet submit` started in the background (for killing it mid-batch).
-pub fn spawn_submit(server: &NatsServer, args: &[&str], stdin_file: &Path, stdout_file: &Path) -> Child {
+pub fn spawn_submit(
+    server: &NatsServer,
+    args: &[&str],
+    stdin_file: &Path,
+    stdout_file: &Path,
+) -> Child {
     Command::new(fleet_bin())
         .args(["--nats-url", &server.url(), "submit"])
         .args(args)
@@ -280,7 +301,11 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// A runtime for the tests that talk to NATS directly.
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Every message of `stream` (subject, headers, payload), read with an
@@ -323,7 +348,14 @@ pub async fn results_per_subject(url: &str) -> HashMap<String, usize> {
 pub async fn stream_len(url: &str, stream: &str) -> u64 {
     let client = async_nats::connect(url).await.unwrap();
     let js = async_nats::jetstream::new(client);
-    js.get_stream(stream).await.unwrap().info().await.unwrap().state.messages
+    js.get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
 }
 
 /// Lines `0..n` as submit input: `task-<i>`.
