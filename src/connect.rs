@@ -59,7 +59,13 @@ pub async fn connect(config: &ConnectConfig) -> Result<(Client, Arc<Notify>), Er
     if config.wait_for_server {
         options = options.retry_on_initial_connect();
     }
-    let client = options.connect(config.url.as_str()).await.map_err(|e| {
+    let servers: Vec<&str> = config
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let client = options.connect(servers).await.map_err(|e| {
         Error::new(
             ErrorKind::Connection,
             anyhow::anyhow!("connecting to {}: {e}", config.url),

@@ -78,14 +78,24 @@ pub async fn ensure_streams(js: &Context, settings: &StreamSettings) -> Result<(
             Ok(_) => debug!(stream = %name, "stream ready"),
             Err(create_err) => {
                 // Exists with another config (an operator's edit, another
-                // version): use it as it is.
-                js.get_stream(&name).await.map_err(|_| {
+                // version, a submitter that came first): use it as it is.
+                let mut stream = js.get_stream(&name).await.map_err(|_| {
                     Error::new(
                         ErrorKind::Setup,
                         anyhow::anyhow!("creating stream {name}: {create_err}"),
                     )
                 })?;
-                debug!(stream = %name, %create_err, "stream exists with another config; using it");
+                let replicas = stream
+                    .info()
+                    .await
+                    .map(|i| i.config.num_replicas)
+                    .unwrap_or(0);
+                if replicas != settings.replicas {
+                    warn!(stream = %name, replicas, wanted = settings.replicas,
+                        "stream exists with another replica count; using it (change it with: nats stream edit {name} --replicas {})", settings.replicas);
+                } else {
+                    debug!(stream = %name, %create_err, "stream exists with another config; using it");
+                }
             }
         }
     }
@@ -120,7 +130,8 @@ pub fn consumer_config(config: &NodeConfig) -> pull::Config {
         max_deliver: -1,
         max_ack_pending: config.max_ack_pending,
         max_waiting: 512,
-        num_replicas: config.streams.replicas,
+        // 0: as many replicas as the stream has, whoever created it.
+        num_replicas: 0,
         ..Default::default()
     }
 }

@@ -124,7 +124,11 @@ where
 {
     check_config(&config)?;
     let js = jetstream::new(client.clone());
-    setup::ensure_streams(&js, &StreamSettings::default()).await?;
+    // Nodes create the streams as their operator configured them; a
+    // submitter that comes first creates single-replica ones.
+    if js.get_stream(contract::TASKS_STREAM).await.is_err() {
+        setup::ensure_streams(&js, &StreamSettings::default()).await?;
+    }
     let batch = match &config.batch {
         Some(name) => name.clone(),
         // The random head of a fresh NUID: short, and unique enough.
