@@ -197,7 +197,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<ExitCod
         Command::Node(args) => Some(node_setup(args, name)?),
         _ => None,
     };
-    let (client, reconnected) = connect(&connect_config).await?;
+    let (client, connected) = connect(&connect_config).await?;
     let js = async_nats::jetstream::new(client.clone());
     match cli.command {
         Command::Node(_) => {
@@ -205,7 +205,7 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<ExitCod
             Node::new(client, config, registry).run(shutdown).await?;
             Ok(0)
         }
-        Command::Submit(args) => run_submit(client, reconnected, args).await,
+        Command::Submit(args) => run_submit(client, connected, args).await,
         Command::Status { json } => {
             let status = status::status(&js).await?;
             if json {
@@ -285,7 +285,7 @@ fn node_setup(args: &NodeArgs, name: String) -> Result<(NodeConfig, Registry), E
 
 async fn run_submit(
     client: async_nats::Client,
-    reconnected: std::sync::Arc<tokio::sync::Notify>,
+    connected: tokio::sync::watch::Receiver<u64>,
     args: SubmitArgs,
 ) -> Result<ExitCode, Error> {
     let from_args = !args.payloads.is_empty();
@@ -308,14 +308,14 @@ async fn run_submit(
         let items = args.payloads.into_iter().map(|p| Ok(Bytes::from(p)));
         submit(
             client.clone(),
-            reconnected,
+            connected,
             config,
             futures::stream::iter(items),
             out,
         )
         .await?
     } else {
-        submit(client.clone(), reconnected, config, stdin_lines(), out).await?
+        submit(client.clone(), connected, config, stdin_lines(), out).await?
     };
     let _ = client.flush().await;
     eprintln!("{summary}");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_nats::{Client, ConnectOptions, Event};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::error::{Error, ErrorKind};
@@ -24,14 +24,15 @@ pub struct ConnectConfig {
     pub wait_for_server: bool,
 }
 
-/// Connects; the returned `Notify` fires on every reconnect.
+/// Connects. The returned receiver counts the connections made: it changes
+/// to 2 on the first reconnect, and so on.
 ///
 /// # Errors
 /// [`ErrorKind::Connection`] when the server cannot be reached or refuses
 /// the credentials.
-pub async fn connect(config: &ConnectConfig) -> Result<(Client, Arc<Notify>), Error> {
-    let reconnected = Arc::new(Notify::new());
-    let on_event = reconnected.clone();
+pub async fn connect(config: &ConnectConfig) -> Result<(Client, watch::Receiver<u64>), Error> {
+    let (connections, connected) = watch::channel(0u64);
+    let on_event = Arc::new(connections);
     let mut options = ConnectOptions::new()
         .name(&config.name)
         .max_reconnects(None)
@@ -41,7 +42,7 @@ pub async fn connect(config: &ConnectConfig) -> Result<(Client, Arc<Notify>), Er
                 match event {
                     Event::Connected => {
                         info!("connected to NATS");
-                        on_event.notify_one();
+                        on_event.send_modify(|n| *n += 1);
                     }
                     Event::Disconnected => warn!("disconnected from NATS; reconnecting"),
                     other => info!(event = %other, "NATS event"),
@@ -71,5 +72,5 @@ pub async fn connect(config: &ConnectConfig) -> Result<(Client, Arc<Notify>), Er
             anyhow::anyhow!("connecting to {}: {e}", config.url),
         )
     })?;
-    Ok((client, reconnected))
+    Ok((client, connected))
 }

@@ -12,7 +12,6 @@ pub mod output;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -24,7 +23,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
-use tokio::sync::Notify;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -113,7 +112,7 @@ struct Run<W: Write> {
 /// the [`Summary`].
 pub async fn submit<S, W>(
     client: Client,
-    reconnected: Arc<Notify>,
+    mut connected: watch::Receiver<u64>,
     config: SubmitConfig,
     mut input: S,
     out: W,
@@ -212,8 +211,10 @@ where
                 Some(msg) => run.on_result(&msg)?,
                 None => return Err(Error::new(ErrorKind::Connection, anyhow::anyhow!("connection to NATS closed"))),
             },
-            _ = reconnected.notified(), if run.results.is_some() => {
-                run.sweep_until = Some(Instant::now() + RECONNECT_SWEEP);
+            Ok(()) = connected.changed(), if run.results.is_some() => {
+                if *connected.borrow_and_update() > 1 {
+                    run.sweep_until = Some(Instant::now() + RECONNECT_SWEEP);
+                }
             }
             _ = tick.tick() => {
                 run.sweep().await?;
