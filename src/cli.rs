@@ -27,6 +27,10 @@ use crate::{contract, dead, status};
 pub struct Cli {
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// Runtime threads: 1 (default) runs everything on one thread; raise it
+    /// for handlers that compute in-process (CPU-bound Rust handlers).
+    #[arg(long, global = true, env = "FLEET_THREADS", default_value_t = 1)]
+    pub threads: usize,
     #[command(subcommand)]
     pub command: Command,
 }

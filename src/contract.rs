@@ -35,7 +35,7 @@ pub const HDR_TASK_TIMEOUT: &str = "Task-Timeout";
 pub const HDR_TASK_NODE: &str = "Task-Node";
 /// On results: which delivery of the task produced it (1 for the first).
 pub const HDR_TASK_ATTEMPT: &str = "Task-Attempt";
-/// On results and dead letters: the task's kind.
+/// On dead letters: the task's kind.
 pub const HDR_TASK_KIND: &str = "Task-Kind";
 /// On dead letters: the `TASKS` stream sequence the task had.
 pub const HDR_TASK_SEQ: &str = "Task-Seq";
@@ -59,6 +59,10 @@ pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
 /// How many times a task is tried before it is dead-lettered.
 pub const DEFAULT_MAX_DELIVER: u32 = 5;
+/// Deliveries beyond the attempt limit a task may have when none of them
+/// failed in its handler (its nodes died or stopped while running it),
+/// before it is dead-lettered as a poison task.
+pub const UNFINISHED_ALLOWANCE: u32 = 5;
 /// First retry delay; doubled on each further attempt.
 pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(500);
 /// Upper bound of the retry delay.

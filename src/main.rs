@@ -6,9 +6,30 @@ use fleet::cli::{self, Cli, Command};
 use fleet::ErrorKind;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = Cli::parse();
+    // One thread by default: the work is I/O on one connection, and a
+    // second worker thread costs more in wake-ups than it brings.
+    let runtime = match cli.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: starting the runtime: {err}");
+            std::process::exit(2);
+        }
+    };
+    std::process::exit(runtime.block_on(run(cli)));
+}
+
+async fn run(cli: Cli) -> i32 {
     let default_level = match cli.command {
         Command::Node(_) => "info,async_nats=warn",
         _ => "warn,async_nats=error",
@@ -19,7 +40,7 @@ async fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let code = match cli::run(cli, shutdown_signal()).await {
+    match cli::run(cli, shutdown_signal()).await {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
@@ -28,8 +49,7 @@ async fn main() {
                 ErrorKind::Other => 1,
             }
         }
-    };
-    std::process::exit(code);
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

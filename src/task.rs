@@ -26,8 +26,8 @@ pub struct Task {
     pub deadline: Instant,
     /// The payload, unchanged.
     pub payload: Bytes,
-    /// The task's headers, as published.
-    pub headers: HeaderMap,
+    /// The task's headers, as published (shared, not copied, per task).
+    pub headers: std::sync::Arc<HeaderMap>,
 }
 
 /// What the ack subject of a JetStream delivery tells about it.

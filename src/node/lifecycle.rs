@@ -17,6 +17,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
@@ -102,13 +103,14 @@ async fn execute(
     let Some(handler) = shared.registry.get(kind) else {
         return Outcome::Failed(no_such_kind(kind));
     };
-    if delivery.attempt > config.max_deliver {
-        // The last allowed attempt never reported back (its node died).
+    if delivery.attempt > config.max_deliver + contract::UNFINISHED_ALLOWANCE {
+        // Delivered again and again without ever failing in a handler:
+        // nodes died running it (a poison task), or it was handed back.
         return Outcome::Failed(TaskError::new(
             code::HANDLER_FAILED,
             false,
             format!(
-                "attempts used up: {} of {}, the last did not finish",
+                "delivered {} times without finishing (attempts: {}): nodes died or stopped while running it",
                 delivery.attempt - 1,
                 config.max_deliver
             ),
@@ -121,7 +123,7 @@ async fn execute(
         attempt: delivery.attempt,
         deadline,
         payload: msg.payload.clone(),
-        headers: msg.headers.clone().unwrap_or_default(),
+        headers: msg.headers.clone().map(Arc::new).unwrap_or_default(),
     };
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(task)));
     let Ok(future) = started else {
@@ -238,7 +240,6 @@ fn result_headers(ctx: &Ctx<'_>, error: Option<&TaskError>) -> HeaderMap {
         contract::HDR_TASK_ATTEMPT,
         ctx.delivery.attempt.to_string().as_str(),
     );
-    headers.insert(contract::HDR_TASK_KIND, ctx.kind);
     if let Some(err) = error {
         headers.insert(
             contract::HDR_SERVICE_ERROR,
@@ -282,13 +283,14 @@ async fn write_result(
                 _ => TaskError::retry(format!("publishing the result: {e}")),
             });
     }
-    let mut publish = Publish::build()
-        .payload(output)
-        .headers(headers)
-        .message_id(format!("result-{}", ctx.delivery.stream_seq));
-    if ctx.envelope.reply_is_own() {
-        publish = publish.expected_last_subject_sequence(0);
-    }
+    let publish = Publish::build().payload(output).headers(headers);
+    // The subject fence needs no message id (and spares the server its
+    // duplicate tracking); a shared reply subject has only the id.
+    let publish = if ctx.envelope.reply_is_own() {
+        publish.expected_last_subject_sequence(0)
+    } else {
+        publish.message_id(format!("result-{}", ctx.delivery.stream_seq))
+    };
     let ack = match ctx.shared.js.send_publish(reply.to_string(), publish).await {
         Ok(ack) => ack.await,
         Err(e) => Err(e),

@@ -253,10 +253,11 @@ async fn start(shared: &Arc<Shared>, msg: Message, slots: &Arc<Semaphore>, relea
         released: released.clone(),
     };
     let shared = shared.clone();
-    tokio::spawn(async move {
+    // Boxed: the task's future is large, and spawning moves it.
+    tokio::spawn(Box::pin(async move {
         lifecycle::run(&shared, msg).await;
         drop(slot);
-    });
+    }));
 }
 
 async fn hand_back(shared: &Shared, msg: &Message) {

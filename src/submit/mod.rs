@@ -10,7 +10,7 @@
 
 pub mod output;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::time::Duration;
 
@@ -88,10 +88,9 @@ struct Run<W: Write> {
     reply_prefix: String,
     printer: Printer<W>,
     summary: Summary,
-    /// Task number to the instant it was published.
+    /// Task number to the instant it was published. At most `window`
+    /// entries: what is done leaves it, so memory does not grow with the batch.
     in_flight: HashMap<u64, Instant>,
-    /// Timeouts in publish order: (deadline, task number).
-    deadlines: VecDeque<(Instant, u64)>,
     done: Bitset,
     latencies: hdrhistogram::Histogram<u64>,
     results: Option<JsStream>,
@@ -166,7 +165,6 @@ where
         reply_prefix,
         summary: Summary::default(),
         in_flight: HashMap::new(),
-        deadlines: VecDeque::new(),
         done: Bitset::default(),
         latencies: hdrhistogram::Histogram::new(3).expect("3 significant figures is valid"),
         results,
@@ -293,7 +291,6 @@ impl<W: Write> Run<W> {
         let now = Instant::now();
         let deadline = now + self.config.timeout;
         self.in_flight.insert(n, now);
-        self.deadlines.push_back((deadline, n));
         let js = js.clone();
         let subject = contract::task_subject(&self.config.kind);
         Ok(Some(Box::pin(async move {
@@ -379,17 +376,14 @@ impl<W: Write> Run<W> {
     /// Times out tasks past their deadline, after one last look in `RESULTS`
     /// for a result this submitter missed (it was disconnected).
     async fn expire(&mut self) -> Result<(), Error> {
-        let now = Instant::now();
-        let mut expired = Vec::new();
-        while let Some(&(deadline, n)) = self.deadlines.front() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop_front();
-            if self.in_flight.contains_key(&n) {
-                expired.push(n);
-            }
-        }
+        let timeout = self.config.timeout;
+        let mut expired: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, published)| published.elapsed() >= timeout)
+            .map(|(&n, _)| n)
+            .collect();
+        expired.sort_unstable();
         if expired.is_empty() {
             return Ok(());
         }
@@ -529,7 +523,7 @@ fn parse_result(
     });
     TaskResult {
         id: get(contract::HDR_TASK_ID).unwrap_or_else(|| format!("{batch}.{n}")),
-        kind: get(contract::HDR_TASK_KIND).unwrap_or_else(|| kind.to_string()),
+        kind: kind.to_string(),
         error,
         node: get(contract::HDR_TASK_NODE),
         attempt: get(contract::HDR_TASK_ATTEMPT).and_then(|a| a.parse().ok()),
