@@ -140,7 +140,7 @@ fn sigkill_mid_batch_loses_nothing() {
         .map(|i| NodeProc::spawn(&server, &format!("node{i}"), &args))
         .collect();
     let input = server.dir.path().join("input");
-    std::fs::write(&input, (0..600).map(|_| "20ms\n").collect::<String>()).unwrap();
+    std::fs::write(&input, (0..1500).map(|_| "20ms\n").collect::<String>()).unwrap();
     let out_file = server.dir.path().join("out.jsonl");
     let mut submit = spawn_submit(
         &server,
@@ -158,7 +158,7 @@ fn sigkill_mid_batch_loses_nothing() {
         "submit: {}",
         std::fs::read_to_string(out_file.with_extension("err")).unwrap()
     );
-    assert_eq!(lines.len(), 600);
+    assert_eq!(lines.len(), 1500);
     assert!(lines.iter().all(|l| l["status"] == "ok"));
     // The killed node had tasks in flight: they ran again elsewhere.
     assert!(

@@ -77,6 +77,14 @@ fn assert_nothing_lost(report: &Report, tasks: u64) {
     assert_eq!(report.ok as u64, tasks, "not every task ok:\n{report}");
 }
 
+/// The fault must hit a batch in flight, or the scenario proves nothing.
+fn assert_running(submit: &mut Child) {
+    assert!(
+        submit.try_wait().unwrap().is_none(),
+        "the batch ended before the fault"
+    );
+}
+
 fn wait_ok(child: &mut Child, scenario: &Scenario) {
     let status = child.wait().unwrap();
     assert!(
@@ -93,10 +101,11 @@ fn sigkill_of_a_node() {
         3,
         &["--concurrency", "8", "--ack-wait", "1s"],
         "kill",
-        &"10ms\n".repeat(1500),
+        &"10ms\n".repeat(4000),
     );
     let mut submit = s.submit("sleep", &[]);
     std::thread::sleep(Duration::from_millis(500));
+    assert_running(&mut submit);
     s.nodes[1].signal("KILL");
     wait_ok(&mut submit, &s);
     assert_nothing_lost(&s.check(), s.tasks);
@@ -114,6 +123,7 @@ fn sigstop_past_ack_wait_is_fenced() {
     );
     let mut submit = s.submit("sleep", &[]);
     std::thread::sleep(Duration::from_millis(400));
+    assert_running(&mut submit);
     s.nodes[0].signal("STOP");
     std::thread::sleep(Duration::from_millis(2500));
     s.nodes[0].signal("CONT");
@@ -133,10 +143,11 @@ fn sigterm_of_a_node() {
         3,
         &["--concurrency", "8", "--ack-wait", "30s", "--grace", "10s"],
         "term",
-        &"20ms\n".repeat(1200),
+        &"20ms\n".repeat(2400),
     );
     let mut submit = s.submit("sleep", &[]);
     std::thread::sleep(Duration::from_millis(400));
+    assert_running(&mut submit);
     s.nodes[2].signal("TERM");
     let status = s.nodes[2]
         .wait_exit(Duration::from_secs(15))
@@ -157,10 +168,11 @@ fn server_restart_mid_batch() {
         3,
         &["--concurrency", "16", "--ack-wait", "2s"],
         "restart",
-        &numbered_lines(4000),
+        &"10ms\n".repeat(8000),
     );
-    let mut submit = s.submit("echo", &["--window", "128"]);
-    std::thread::sleep(Duration::from_millis(600));
+    let mut submit = s.submit("sleep", &["--window", "128"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_running(&mut submit);
     s.server.stop();
     std::thread::sleep(Duration::from_millis(800));
     s.server.restart();
@@ -255,9 +267,10 @@ fn poison_task_goes_to_dead_and_replays() {
 /// task is enqueued twice and every result is collected.
 #[test]
 fn submitter_killed_and_rerun() {
-    let s = Scenario::new(3, &["--concurrency", "8"], "again", &"5ms\n".repeat(3000));
+    let s = Scenario::new(3, &["--concurrency", "8"], "again", &"20ms\n".repeat(3000));
     let mut first = s.submit("sleep", &["--window", "64"]);
     std::thread::sleep(Duration::from_millis(700));
+    assert_running(&mut first);
     signal(&first, "KILL");
     let _ = first.wait();
     let before = json_lines(&std::fs::read(&s.out).unwrap_or_default()).len();

@@ -55,6 +55,8 @@ pub struct NatsServer {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     extra: Vec<String>,
+    /// How many times this server was started (its log is appended to).
+    starts: usize,
 }
 
 impl NatsServer {
@@ -69,6 +71,7 @@ impl NatsServer {
             dir: tempfile::tempdir().unwrap(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            starts: 0,
         };
         server.spawn();
         server
@@ -86,6 +89,7 @@ impl NatsServer {
             dir,
             child: None,
             extra: vec![],
+            starts: 0,
         };
         server.extra = vec!["-c".into(), conf.display().to_string()];
         server.spawn();
@@ -124,6 +128,7 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(log);
         self.child = Some(cmd.spawn().expect("starting nats-server"));
+        self.starts += 1;
         self.wait_ready();
     }
 
@@ -131,9 +136,7 @@ impl NatsServer {
         let start = Instant::now();
         loop {
             let text = std::fs::read_to_string(self.log()).unwrap_or_default();
-            let starts = text.matches("Server is ready").count();
-            let spawns = text.matches("Starting nats-server").count();
-            if spawns > 0 && starts == spawns {
+            if text.matches("Server is ready").count() >= self.starts {
                 return;
             }
             assert!(
