@@ -28,7 +28,7 @@ use futures::FutureExt;
 use tokio::time::{interval_at, sleep_until, Instant};
 use tracing::{debug, warn};
 
-use super::Shared;
+use super::{Shared, Slot};
 use crate::contract::{self, code};
 use crate::error::TaskError;
 use crate::task::{kind_of, no_such_kind, Delivery, Envelope, Task};
@@ -57,7 +57,10 @@ struct Ctx<'a> {
     envelope: Envelope,
 }
 
-pub(super) async fn run(shared: &Shared, msg: Message) {
+/// Runs one delivery. `slot` is held while the handler runs; publishing the
+/// result and acking hold a `finishing` permit instead, so slots bound the
+/// handlers at work, not the round trips to the server after them.
+pub(super) async fn run(shared: &Shared, msg: Message, slot: Slot) {
     let Some(ack) = msg.reply.clone() else {
         warn!(subject = %msg.subject, "message without an ack subject: not a task delivery");
         return;
@@ -89,7 +92,11 @@ pub(super) async fn run(shared: &Shared, msg: Message) {
         delivery,
         envelope,
     };
+    // Too many results on their way out: keep the slot, so pulling slows.
+    let finishing = shared.finishing.clone().acquire_owned().await;
+    drop(slot);
     finish(&ctx, outcome).await;
+    drop(finishing);
 }
 
 async fn execute(

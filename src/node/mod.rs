@@ -122,6 +122,8 @@ struct Shared {
     node_header: HeaderValue,
     counters: Counters,
     cancel: watch::Receiver<bool>,
+    /// Tasks past their handler, publishing the result and acking.
+    finishing: Arc<Semaphore>,
 }
 
 /// A worker process's runtime: bind the group's consumer, run tasks, drain.
@@ -167,6 +169,7 @@ impl Node {
             node_header,
             counters: Counters::default(),
             cancel,
+            finishing: Arc::new(Semaphore::new(finishing_limit(config.concurrency))),
             config,
         });
         let next_subject = format!(
@@ -255,8 +258,7 @@ async fn start(shared: &Arc<Shared>, msg: Message, slots: &Arc<Semaphore>, relea
     let shared = shared.clone();
     // Boxed: the task's future is large, and spawning moves it.
     tokio::spawn(Box::pin(async move {
-        lifecycle::run(&shared, msg).await;
-        drop(slot);
+        lifecycle::run(&shared, msg, slot).await;
     }));
 }
 
@@ -307,10 +309,25 @@ async fn drain(
         }
     };
     tokio::join!(hand_back_open_requests, finish_running);
+    // Let every result on its way out be kept and its task acked.
+    let all = shared
+        .finishing
+        .acquire_many(finishing_limit(shared.config.concurrency) as u32);
+    if tokio::time::timeout(Duration::from_secs(10), all)
+        .await
+        .is_err()
+    {
+        warn!("results still unconfirmed after 10s; their tasks return after ack_wait");
+    }
 }
 
-/// Returns its slot and wakes the pull loop when a task is done.
-struct Slot {
+/// How many tasks may be publishing their result and acking at once.
+fn finishing_limit(concurrency: usize) -> usize {
+    concurrency.saturating_mul(4).max(64)
+}
+
+/// Returns its slot and wakes the pull loop when a task's handler is done.
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     released: Arc<Notify>,
 }
