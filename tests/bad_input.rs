@@ -229,18 +229,9 @@ fn oversized_payload_is_refused_up_front() {
         "{}",
         by_id["2"]
     );
-    let last_seq = rt().block_on(async {
-        let client = async_nats::connect(server.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        js.get_stream("TASKS")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .last_sequence
-    });
+    let last_seq = rt()
+        .block_on(stream_state(&server.url(), "TASKS"))
+        .last_sequence;
     assert_eq!(last_seq, 2, "only the two good tasks reached TASKS");
 }
 

@@ -294,18 +294,9 @@ fn submitter_killed_and_rerun() {
     );
     assert_nothing_lost(&s.check(), s.tasks);
     // Every task was stored in TASKS once: the re-publishes were de-duplicated.
-    let last_seq = rt().block_on(async {
-        let client = async_nats::connect(s.server.url()).await.unwrap();
-        let js = async_nats::jetstream::new(client);
-        js.get_stream("TASKS")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .last_sequence
-    });
+    let last_seq = rt()
+        .block_on(stream_state(&s.server.url(), "TASKS"))
+        .last_sequence;
     assert_eq!(last_seq, s.tasks, "tasks enqueued twice");
 }
 

@@ -10,10 +10,10 @@
 //! | cancelled by shutdown           | none             | nak now     |
 //!
 //! A result under `results.` is written with JetStream and the node waits for
-//! its PubAck; it carries `Nats-Msg-Id` and, when its subject is the task's own
-//! (`results.<task-id>`), `Nats-Expected-Last-Subject-Sequence: 0`. Either
-//! fence turns a second result for the same task into a refusal, which the
-//! node takes as "already done" and acks quietly.
+//! its PubAck. On the task's own subject (`results.<task-id>`) it carries
+//! `Nats-Expected-Last-Subject-Sequence: 0`; on a shared one, `Nats-Msg-Id`.
+//! Either fence turns a second result for the same task into a refusal,
+//! which the node takes as "already done" and acks quietly.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -37,14 +37,6 @@ enum Outcome {
     Done(Bytes),
     Failed(TaskError),
     Cancelled,
-}
-
-/// Where a result write ended.
-enum Written {
-    /// Kept (or sent, for a core reply subject).
-    Committed,
-    /// Another attempt already committed this task's result.
-    Fenced,
 }
 
 /// The parts of one delivery the steps below need.
@@ -269,12 +261,13 @@ fn one_line(text: &str) -> String {
     flat.chars().take(1024).collect()
 }
 
-/// Publishes the task's result (ok when `error` is `None`).
+/// Publishes the task's result (ok when `error` is `None`). A result refused
+/// because an earlier attempt committed one counts as written.
 async fn write_result(
     ctx: &Ctx<'_>,
     output: Bytes,
     error: Option<&TaskError>,
-) -> Result<Written, TaskError> {
+) -> Result<(), TaskError> {
     let headers = result_headers(ctx, error);
     let reply = ctx.envelope.reply.as_str();
     if !reply.starts_with(contract::RESULT_PREFIX) {
@@ -284,7 +277,7 @@ async fn write_result(
             .client
             .publish_with_headers(reply.to_string(), headers, output)
             .await
-            .map(|_| Written::Committed)
+            .map(|_| ())
             .map_err(|e| match e.kind() {
                 async_nats::client::PublishErrorKind::MaxPayloadExceeded => too_large(&e),
                 _ => TaskError::retry(format!("publishing the result: {e}")),
@@ -302,15 +295,17 @@ async fn write_result(
         Ok(ack) => ack.await,
         Err(e) => Err(e),
     };
+    let fenced = match &ack {
+        Ok(ack) => ack.duplicate,
+        Err(e) => e.kind() == PublishErrorKind::WrongLastSequence,
+    };
+    if fenced {
+        debug!(task = %ctx.envelope.id, "result already committed by an earlier attempt");
+        return Ok(());
+    }
     match ack {
-        Ok(ack) if ack.duplicate => Ok(Written::Fenced),
-        Ok(_) => Ok(Written::Committed),
-        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-            debug!(task = %ctx.envelope.id, "result already committed by an earlier attempt");
-            Ok(Written::Fenced)
-        }
+        Ok(_) => Ok(()),
         Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => Err(too_large(&e)),
-        Err(e) if e.to_string().contains("maximum message size") => Err(too_large(&e)),
         Err(e) => Err(TaskError::retry(format!("keeping the result: {e}"))),
     }
 }

@@ -347,8 +347,8 @@ pub async fn results_per_subject(url: &str) -> HashMap<String, usize> {
     counts
 }
 
-/// Number of messages in a stream.
-pub async fn stream_len(url: &str, stream: &str) -> u64 {
+/// A stream's state: message count, first and last sequence.
+pub async fn stream_state(url: &str, stream: &str) -> async_nats::jetstream::stream::State {
     let client = async_nats::connect(url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     js.get_stream(stream)
@@ -358,7 +358,12 @@ pub async fn stream_len(url: &str, stream: &str) -> u64 {
         .await
         .unwrap()
         .state
-        .messages
+        .clone()
+}
+
+/// Number of messages in a stream.
+pub async fn stream_len(url: &str, stream: &str) -> u64 {
+    stream_state(url, stream).await.messages
 }
 
 /// Lines `0..n` as submit input: `task-<i>`.
