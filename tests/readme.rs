@@ -5,7 +5,8 @@
 //! `# exits N` must exit with N; `results.N` is the sequence from the PubAck
 //! printed by the `nats req` line before it; after a line ending in `&` the
 //! runner waits a moment for it to be up. The README's `toml` block is written
-//! to `handlers.toml` in the working directory.
+//! to `handlers.toml` in the working directory. Each block gets a fresh
+//! server, with a node unless the block starts its own.
 
 mod common;
 
@@ -75,12 +76,6 @@ fn readme_commands_run_as_written() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let sh = blocks(&readme, "sh");
     assert!(sh.len() >= 3, "README lost its sh blocks");
-    let server = NatsServer::start();
-    let _node = NodeProc::spawn(
-        &server,
-        "node1",
-        &["--max-deliver", "2", "--retry-delay", "50ms"],
-    );
     let work = tempfile::tempdir().unwrap();
     for toml in blocks(&readme, "toml") {
         std::fs::write(work.path().join("handlers.toml"), toml).unwrap();
@@ -93,6 +88,17 @@ fn readme_commands_run_as_written() {
     );
     let mut all_output = String::new();
     for block in &sh {
+        // Each block runs against a fleet of its own: a fresh server, and a
+        // node unless the block starts its own (every node of a group must
+        // have the same handlers).
+        let server = NatsServer::start();
+        let _node = (!block.contains("fleet node")).then(|| {
+            NodeProc::spawn(
+                &server,
+                "node1",
+                &["--max-deliver", "2", "--retry-delay", "50ms"],
+            )
+        });
         // Output goes to files: what a block leaves running in the background
         // would keep a pipe open.
         let (out_file, err_file) = (work.path().join("block.out"), work.path().join("block.err"));
@@ -127,6 +133,7 @@ fn readme_commands_run_as_written() {
     assert!(all_output.contains(&sha256_hex(b"hello")), "{all_output}");
     assert!(all_output.lines().any(|l| l.trim() == "hi"), "{all_output}");
     assert!(all_output.contains("MAKE ME LOUD"), "{all_output}");
+    assert!(all_output.contains("FROM A FILE"), "{all_output}");
     let jsonl = std::fs::read_to_string(work.path().join("results.jsonl")).unwrap();
     assert_eq!(jsonl.lines().count(), 1000);
 }
