@@ -16,7 +16,12 @@ use common::*;
 fn bin_dev_runs_a_batch_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut dev = Command::new(root().join("bin/dev"))
+    // Ctrl-C is SIGINT. A shell started in the background inherits SIGINT
+    // ignored and cannot trap it, so give bin/dev the default disposition,
+    // as a terminal would.
+    let mut dev = Command::new("env")
+        .arg("--default-signal=INT")
+        .arg(root().join("bin/dev"))
         .env("FLEET_DEV_PORT", port.to_string())
         .env("FLEET_DEV_DIR", dir.path())
         .env("FLEET_BIN", fleet_bin())
