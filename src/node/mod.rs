@@ -224,7 +224,11 @@ async fn run_loop(
                 continue;
             }
         }
-        let lost_after = puller.asked_at + PULL_EXPIRES + Duration::from_secs(2);
+        // Requests lost with a connection never report back. Only when the
+        // inbox has been silent past their expiry are they forgotten: under
+        // load a late status must not be taken for a lost request.
+        let lost_after =
+            puller.asked_at.max(puller.last_heard) + PULL_EXPIRES + Duration::from_secs(5);
         tokio::select! {
             biased;
             _ = &mut shutdown => return Ok(()),
@@ -237,7 +241,6 @@ async fn run_loop(
                 }
             }
             _ = released.notified() => {}
-            // Requests lost with a connection never report back: forget them.
             _ = sleep_until(lost_after), if puller.credits > 0 => puller.credits = 0,
         }
     }
@@ -347,6 +350,8 @@ struct Puller {
     sub: Subscriber,
     credits: usize,
     asked_at: Instant,
+    /// When the inbox last delivered anything (a task or a status).
+    last_heard: Instant,
     pause: bool,
 }
 
@@ -364,6 +369,7 @@ impl Puller {
             sub,
             credits: 0,
             asked_at: Instant::now(),
+            last_heard: Instant::now(),
             pause: false,
         })
     }
@@ -389,6 +395,7 @@ impl Puller {
     /// Accounts for one message on the inbox: a task (returned) or a status
     /// that ends a request.
     fn take(&mut self, msg: Message) -> Option<Message> {
+        self.last_heard = Instant::now();
         match msg.status {
             None | Some(StatusCode::OK) => {
                 self.credits = self.credits.saturating_sub(1);
