@@ -136,7 +136,18 @@ fn loopback_config(i: usize, servers: &[ClusterServer]) -> String {
 
 /// Three servers from the shipped configs, started and formed into a
 /// cluster whose JetStream has a meta leader and all three peers current.
+/// Ports are picked free, but another process may take one before the
+/// server binds it: then the cluster is started again on new ports.
 fn start_cluster() -> Vec<ClusterServer> {
+    for _ in 0..3 {
+        if let Some(servers) = try_start_cluster() {
+            return servers;
+        }
+    }
+    panic!("three tries at free ports all clashed with other processes");
+}
+
+fn try_start_cluster() -> Option<Vec<ClusterServer>> {
     let mut servers: Vec<ClusterServer> = (1..=3)
         .map(|i| ClusterServer {
             name: format!("nats{i}"),
@@ -162,8 +173,7 @@ fn start_cluster() -> Vec<ClusterServer> {
             .expect("starting nats-server");
         server.child = Some(child);
     }
-    wait_for_meta_leader(&mut servers);
-    servers
+    wait_for_meta_leader(&mut servers).then_some(servers)
 }
 
 /// A GET on a server's monitoring port, the body parsed as JSON.
@@ -180,11 +190,15 @@ fn monitor(server: &ClusterServer, path: &str) -> Option<serde_json::Value> {
 /// Waits until every server names the same JetStream meta leader and the
 /// leader sees both other peers as current (followers only track the
 /// leader): only then can R3 streams be created.
-fn wait_for_meta_leader(servers: &mut [ClusterServer]) {
+/// Returns false when a server could not bind its ports.
+fn wait_for_meta_leader(servers: &mut [ClusterServer]) -> bool {
     let start = Instant::now();
     loop {
         for server in servers.iter_mut() {
             if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                if server.log_text().contains("address already in use") {
+                    return false;
+                }
                 panic!(
                     "{} exited ({status}) while starting:\n{}",
                     server.name,
@@ -222,7 +236,7 @@ fn wait_for_meta_leader(servers: &mut [ClusterServer]) {
                 "cluster formed in {:?}; meta leader {leader}",
                 start.elapsed()
             );
-            return;
+            return true;
         }
         if start.elapsed() > Duration::from_secs(30) {
             let logs: String = servers

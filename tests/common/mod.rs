@@ -109,6 +109,28 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
+        // A free port can be taken by another process before the server
+        // binds it; a first start then tries another port. A restart keeps
+        // its port (clients are connected there).
+        for _ in 0..3 {
+            self.spawn_once();
+            if self.wait_ready() {
+                return;
+            }
+            assert!(
+                self.starts == 1,
+                "nats-server lost its port on restart:\n{}",
+                self.log_text()
+            );
+            let _ = self.child.take().map(|mut c| c.wait());
+            self.starts = 0;
+            self.port = free_port();
+            let _ = std::fs::remove_file(self.log());
+        }
+        panic!("nats-server found no free port in three tries");
+    }
+
+    fn spawn_once(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -129,18 +151,29 @@ impl NatsServer {
             .stderr(log);
         self.child = Some(cmd.spawn().expect("starting nats-server"));
         self.starts += 1;
-        self.wait_ready();
     }
 
-    fn wait_ready(&self) {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// Waits until the latest start is ready; false if its port was taken.
+    fn wait_ready(&mut self) -> bool {
         let start = Instant::now();
         loop {
-            let text = std::fs::read_to_string(self.log()).unwrap_or_default();
+            let text = self.log_text();
             if text.matches("Server is ready").count() >= self.starts {
-                return;
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+            if exited && text.contains("address already in use") {
+                return false;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(20),
+                !exited && start.elapsed() < Duration::from_secs(20),
                 "nats-server did not start:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(20));
