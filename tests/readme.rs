@@ -12,6 +12,7 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -118,8 +119,13 @@ fn readme_commands_run_as_written() {
         let status = child.wait().unwrap();
         // Stop what the block left running in the background.
         let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(format!("-{pgid}"))
+            .args(["-TERM", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .stderr(Stdio::null())
             .status();
         let stdout = std::fs::read_to_string(&out_file).unwrap();
         let stderr = std::fs::read_to_string(&err_file).unwrap();

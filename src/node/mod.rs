@@ -187,7 +187,8 @@ impl Node {
 
         info!(node = %shared.config.name, "stopping: no new tasks; draining");
         drain(&shared, &mut puller, &slots, cancel_tx).await;
-        let _ = shared.client.flush().await;
+        // Bounded: with the server gone, a flush would wait forever.
+        let _ = tokio::time::timeout(Duration::from_secs(5), shared.client.flush()).await;
         let c = &shared.counters;
         let stats = NodeStats {
             ok: c.ok.load(Ordering::Relaxed),
