@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ fn nats_cli_is_a_first_class_submitter() {
     let _node = NodeProc::spawn(&server, "node1", &[]);
 
     // nats sub 'results.demo' &   then   nats pub tasks.sha256 'hello' -H Reply-To:results.demo
-    let sub = Command::new(tool("nats"))
+    let mut sub = Command::new(tool("nats"))
         .args([
             "--server",
             &server.url(),
@@ -38,7 +39,16 @@ fn nats_cli_is_a_first_class_submitter() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Publish only once the subscription is in place (the CLI says so).
+    let mut sub_err = BufReader::new(sub.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("Subscribing on") {
+        line.clear();
+        assert!(
+            sub_err.read_line(&mut line).unwrap() > 0,
+            "nats sub ended early"
+        );
+    }
     let publish = nats(
         &server,
         &[

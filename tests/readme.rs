@@ -54,7 +54,14 @@ fn script(block: &str) -> String {
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0);
         if let Some(bg) = command.strip_suffix('&') {
-            out.push_str(&format!("{bg} &\nsleep 2\n"));
+            if bg.starts_with("nats sub") {
+                // Wait until the subscription is in place, as a person would.
+                out.push_str(&format!(
+                    "{bg} 2> sub.err &\nfor _ in $(seq 100); do grep -q Subscribing sub.err && break; sleep 0.1; done\n"
+                ));
+            } else {
+                out.push_str(&format!("{bg} &\nsleep 2\n"));
+            }
             continue;
         }
         let command = if command.starts_with("nats req") {
