@@ -171,12 +171,12 @@ async fn finish(ctx: &Ctx<'_>, outcome: Outcome) {
     match outcome {
         Outcome::Cancelled => {
             counters.handed_back.fetch_add(1, Ordering::Relaxed);
-            reply_ack(ctx, b"-NAK").await;
+            reply_ack(ctx, Bytes::from_static(b"-NAK")).await;
         }
         Outcome::Done(output) => match write_result(ctx, output, None).await {
             Ok(_) => {
                 counters.ok.fetch_add(1, Ordering::Relaxed);
-                reply_ack(ctx, b"+ACK").await;
+                reply_ack(ctx, Bytes::from_static(b"+ACK")).await;
             }
             Err(err) if err.code() == code::TOO_LARGE => fail_for_good(ctx, err).await,
             Err(err) => retry_later(ctx, &err, Duration::from_secs(1)).await,
@@ -202,7 +202,7 @@ async fn fail_for_good(ctx: &Ctx<'_>, err: TaskError) {
     match write_result(ctx, Bytes::new(), Some(&err)).await {
         Ok(_) => {
             ctx.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-            reply_ack(ctx, b"+TERM").await;
+            reply_ack(ctx, Bytes::from_static(b"+TERM")).await;
         }
         Err(write_err) => retry_later(ctx, &write_err, Duration::from_secs(1)).await,
     }
@@ -221,12 +221,11 @@ pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
 
 async fn nak_with_delay(ctx: &Ctx<'_>, delay: Duration) {
     let body = format!("-NAK {{\"delay\":{}}}", delay.as_nanos());
-    reply_ack(ctx, body.as_bytes()).await;
+    reply_ack(ctx, body.into()).await;
 }
 
-async fn reply_ack(ctx: &Ctx<'_>, body: &[u8]) {
-    let payload = Bytes::copy_from_slice(body);
-    if let Err(err) = ctx.shared.client.publish(ctx.ack.clone(), payload).await {
+async fn reply_ack(ctx: &Ctx<'_>, body: Bytes) {
+    if let Err(err) = ctx.shared.client.publish(ctx.ack.clone(), body).await {
         warn!(%err, task = %ctx.envelope.id, "ack not sent; the task returns after ack_wait");
     }
 }

@@ -86,6 +86,8 @@ struct Run<W: Write> {
     config: SubmitConfig,
     batch: String,
     reply_prefix: String,
+    /// `tasks.<kind>`, made once.
+    task_subject: async_nats::Subject,
     printer: Printer<W>,
     summary: Summary,
     /// Task number to the instant it was published. At most `window`
@@ -161,6 +163,7 @@ where
     let mut run = Run {
         bar: progress_bar(config.expected, config.progress),
         printer: Printer::new(config.format, out),
+        task_subject: contract::task_subject(&config.kind).into(),
         batch,
         reply_prefix,
         summary: Summary::default(),
@@ -279,29 +282,21 @@ impl<W: Write> Run<W> {
             self.record(n, &result)?;
             return Ok(None);
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(contract::HDR_TASK_ID, id.as_str());
-        headers.insert(
-            contract::HDR_REPLY_TO,
-            format!("{}{n}", self.reply_prefix).as_str(),
-        );
-        if let Some(timeout) = &self.config.task_timeout {
-            headers.insert(contract::HDR_TASK_TIMEOUT, timeout.as_str());
-        }
+        let reply = format!("{}{n}", self.reply_prefix);
+        let timeout = self.config.task_timeout.clone();
         let now = Instant::now();
         let deadline = now + self.config.timeout;
         self.in_flight.insert(n, now);
         let js = js.clone();
-        let subject = contract::task_subject(&self.config.kind);
+        let subject = self.task_subject.clone();
         Ok(Some(Box::pin(async move {
-            let publish = || {
-                Publish::build()
-                    .payload(payload.clone())
-                    .headers(headers.clone())
-                    .message_id(&id)
-            };
             loop {
-                let accepted = match js.send_publish(subject.clone(), publish()).await {
+                // Built per attempt (almost always one), not cloned.
+                let publish = Publish::build()
+                    .payload(payload.clone())
+                    .headers(task_headers(&id, &reply, timeout.as_deref()))
+                    .message_id(&id);
+                let accepted = match js.send_publish(subject.clone(), publish).await {
                     Ok(ack) => ack.await.map(|_| ()),
                     Err(err) => Err(err),
                 };
@@ -497,6 +492,17 @@ impl<W: Write> Run<W> {
         }
         Ok(())
     }
+}
+
+/// The headers of task `id`, answered on `reply`.
+fn task_headers(id: &str, reply: &str, timeout: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(contract::HDR_TASK_ID, id);
+    headers.insert(contract::HDR_REPLY_TO, reply);
+    if let Some(timeout) = timeout {
+        headers.insert(contract::HDR_TASK_TIMEOUT, timeout);
+    }
+    headers
 }
 
 /// Errors after which the same publish may succeed (the server restarting,
