@@ -1,5 +1,6 @@
-//! The wire contract in one screen: every subject, stream, header name and
-//! default that fleet and its submitters agree on.
+//! The wire contract in one screen: every subject, stream, header name,
+//! status code, limit and default that fleet, its submitters and its tests
+//! agree on.
 //!
 //! Nothing here imports the rest of the crate. Changing a name here changes
 //! it everywhere; changing it at all breaks compatibility with deployed nodes.
@@ -11,43 +12,123 @@ use std::time::Duration;
 pub const TASK_PREFIX: &str = "tasks.";
 /// Prefix under which results are kept by the `RESULTS` stream.
 pub const RESULT_PREFIX: &str = "results.";
-/// Prefix of dead letters: a task of kind `k` that used up its attempts is
-/// copied to `dead.k`.
+/// Prefix of dead letters: a task of kind `k` that failed for good is copied
+/// to `dead.k`.
 pub const DEAD_PREFIX: &str = "dead.";
 
 /// The work queue: WorkQueue retention, file storage.
 pub const TASKS_STREAM: &str = "TASKS";
-/// Results kept for submitters that were away: limits retention with a max age.
+/// Results kept for submitters that were away: limits retention, a max age.
 pub const RESULTS_STREAM: &str = "RESULTS";
-/// Tasks that used up their attempts.
+/// Tasks that failed for good.
 pub const DEAD_STREAM: &str = "DEAD";
 
 /// The durable consumer shared by the nodes of one group.
 pub const DEFAULT_GROUP: &str = "workers";
 
-/// Subject for the result; when absent, `results.<task-id>`.
-pub const HDR_REPLY_TO: &str = "Reply-To";
-/// The submitter's own id for a task; when absent, the stream sequence.
-pub const HDR_TASK_ID: &str = "Task-Id";
-/// Per-task deadline, a duration such as `30s` or `250ms`.
-pub const HDR_TASK_TIMEOUT: &str = "Task-Timeout";
-/// On results: the name of the node that ran the task.
-pub const HDR_TASK_NODE: &str = "Task-Node";
-/// On results: which delivery of the task produced it (1 for the first).
-pub const HDR_TASK_ATTEMPT: &str = "Task-Attempt";
-/// On dead letters: the task's kind.
-pub const HDR_TASK_KIND: &str = "Task-Kind";
-/// On dead letters: the `TASKS` stream sequence the task had.
-pub const HDR_TASK_SEQ: &str = "Task-Seq";
-/// NATS micro convention: the error text of a failed task.
-pub const HDR_SERVICE_ERROR: &str = "Nats-Service-Error";
-/// NATS micro convention: the status code of a failed task.
-pub const HDR_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
-/// JetStream de-duplication id.
-pub const HDR_MSG_ID: &str = "Nats-Msg-Id";
+/// Header names, on tasks, results and dead letters.
+pub mod header {
+    /// On tasks: the subject for the result; when absent, `results.<task-id>`.
+    pub const REPLY_TO: &str = "Reply-To";
+    /// On tasks and results: the submitter's own id for a task; when absent,
+    /// the task's `TASKS` stream sequence.
+    pub const TASK_ID: &str = "Task-Id";
+    /// On tasks: how long one attempt may run, e.g. `30s` or `250ms`.
+    pub const TASK_TIMEOUT: &str = "Task-Timeout";
+    /// On results and dead letters: the node that ran the task.
+    pub const TASK_NODE: &str = "Task-Node";
+    /// On results and dead letters: which delivery produced it (1 for the first).
+    pub const TASK_ATTEMPT: &str = "Task-Attempt";
+    /// On dead letters: the task's kind.
+    pub const TASK_KIND: &str = "Task-Kind";
+    /// On dead letters: the `TASKS` stream sequence the task had.
+    pub const TASK_SEQ: &str = "Task-Seq";
+    /// On dead letters: the payload was cut to fit the server's
+    /// `max_payload`; the value is the original size in bytes.
+    pub const TASK_TRUNCATED: &str = "Task-Truncated";
+    /// NATS micro convention: the error text of a failed task.
+    pub const SERVICE_ERROR: &str = "Nats-Service-Error";
+    /// NATS micro convention: the status code of a failed task.
+    pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
+    /// JetStream de-duplication id.
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// On the status that ends a pull request: how many of the messages it
+    /// asked for were not delivered.
+    pub const PENDING_MESSAGES: &str = "Nats-Pending-Messages";
+    /// Headers whose name starts with this are JetStream's own: never copied
+    /// from a task into a dead letter, a replay or a result.
+    pub const NATS_PREFIX: &str = "nats-";
+}
+
+/// Status codes carried by `Nats-Service-Error-Code`. Which failure has which
+/// code, and whether it is retried, is [`crate::FailureKind`]'s to say.
+pub mod code {
+    /// The task itself is wrong: a malformed header, a forbidden reply subject.
+    pub const BAD_INPUT: u16 = 400;
+    /// No handler for the task's kind.
+    pub const NO_SUCH_KIND: u16 = 404;
+    /// The task ran past its deadline, or no result came in time.
+    pub const TIMED_OUT: u16 = 408;
+    /// The result is larger than the server accepts.
+    pub const TOO_LARGE: u16 = 413;
+    /// The handler failed, or the task never finished.
+    pub const HANDLER_FAILED: u16 = 500;
+    /// The task was never stored by JetStream (the submitter's own verdict).
+    pub const NOT_SUBMITTED: u16 = 503;
+}
+
+/// Prefixes of the de-duplication ids fleet writes (`Nats-Msg-Id`), each
+/// followed by a `TASKS` or `DEAD` stream sequence.
+pub mod msg_id {
+    /// A result on a shared reply subject: `result-<TASKS seq>`.
+    pub const RESULT: &str = "result-";
+    /// A dead letter: `dead-<TASKS seq>`.
+    pub const DEAD: &str = "dead-";
+    /// A replayed dead letter: `replay-<DEAD seq>`.
+    pub const REPLAY: &str = "replay-";
+}
+
+/// The JetStream API subjects fleet uses without a client helper.
+pub mod api {
+    /// The subject a pull request for `consumer` of `stream` is sent to.
+    pub fn consumer_next(stream: &str, consumer: &str) -> String {
+        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}")
+    }
+
+    /// The body of a pull request: up to `batch` messages, the request
+    /// ending after `expires`.
+    #[derive(Debug, Clone, Copy, serde::Serialize)]
+    pub struct PullRequest {
+        /// Messages asked for.
+        pub batch: usize,
+        /// How long the server keeps the request open, in nanoseconds.
+        #[serde(serialize_with = "nanos")]
+        pub expires: std::time::Duration,
+    }
+
+    fn nanos<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_nanos().min(u64::MAX as u128) as u64)
+    }
+}
+
+/// What `fleet node` writes to its log (standard error) once it is bound to
+/// its group's consumer and pulling: tests, `bin/dev` and the benchmark wait
+/// for this text.
+pub const READY_SIGNAL: &str = "node ready";
 
 /// Reply subjects a task may name, unless the operator configures others.
 pub const DEFAULT_ALLOWED_REPLY_PREFIXES: &[&str] = &["results.", "_INBOX."];
+
+/// Longest task id (`Task-Id`), in bytes.
+pub const MAX_TASK_ID_BYTES: usize = 128;
+/// Longest reply subject (`Reply-To`), in bytes.
+pub const MAX_REPLY_BYTES: usize = 256;
+/// Largest header block a node accepts on a task (names and values).
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Longest `Task-Timeout` a task may name.
+pub const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest error text carried in `Nats-Service-Error`, in characters.
+pub const MAX_ERROR_CHARS: usize = 1024;
 
 /// How long JetStream remembers `Nats-Msg-Id`s of tasks and results.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
@@ -64,27 +145,19 @@ pub const DEFAULT_MAX_DELIVER: u32 = 5;
 /// before it is dead-lettered as a poison task.
 pub const UNFINISHED_ALLOWANCE: u32 = 5;
 /// First retry delay; doubled on each further attempt.
-pub const RETRY_BASE_DELAY: Duration = Duration::from_millis(500);
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Upper bound of the retry delay.
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(60);
 /// Upper bound of the tasks in flight across all nodes of a group.
 pub const DEFAULT_MAX_ACK_PENDING: i64 = 20_000;
-/// Largest header block a node accepts on a task (names and values).
-pub const MAX_HEADER_BYTES: usize = 8 * 1024;
-
-/// Status codes carried by `Nats-Service-Error-Code`.
-pub mod code {
-    /// The task itself is wrong: a malformed header, a forbidden reply subject.
-    pub const BAD_INPUT: u16 = 400;
-    /// No handler for the task's kind.
-    pub const NO_SUCH_KIND: u16 = 404;
-    /// The task ran past its deadline.
-    pub const TIMED_OUT: u16 = 408;
-    /// The result is larger than the server accepts.
-    pub const TOO_LARGE: u16 = 413;
-    /// The handler failed.
-    pub const HANDLER_FAILED: u16 = 500;
-}
+/// Handlers a node runs at once.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// How long a stopping node lets running tasks finish.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Tasks a submitter keeps in flight.
+pub const DEFAULT_WINDOW: usize = 256;
+/// How long a submitter waits for one task's result.
+pub const DEFAULT_RESULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The subject a task of `kind` is published to.
 pub fn task_subject(kind: &str) -> String {
@@ -99,4 +172,50 @@ pub fn default_reply(task_id: &str) -> String {
 /// The subject a dead letter of `kind` is kept under.
 pub fn dead_subject(kind: &str) -> String {
     format!("{DEAD_PREFIX}{kind}")
+}
+
+/// The id `fleet submit` gives task `n` of `batch`: `<batch>.<n>`.
+pub fn batch_task_id(batch: &str, n: u64) -> String {
+    format!("{batch}.{n}")
+}
+
+/// The task number `n` of a subject `<prefix><n>`, for subjects under one
+/// batch's reply prefix.
+pub fn task_number(subject: &str, prefix: &str) -> Option<u64> {
+    subject.strip_prefix(prefix)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_follow_the_contract() {
+        assert_eq!(task_subject("image.resize"), "tasks.image.resize");
+        assert_eq!(default_reply("b.1"), "results.b.1");
+        assert_eq!(dead_subject("echo"), "dead.echo");
+        assert_eq!(batch_task_id("nightly", 7), "nightly.7");
+        assert_eq!(
+            api::consumer_next(TASKS_STREAM, DEFAULT_GROUP),
+            "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers"
+        );
+    }
+
+    #[test]
+    fn task_numbers_parse_only_under_their_prefix() {
+        assert_eq!(task_number("results.b.12", "results.b."), Some(12));
+        assert_eq!(task_number("results.c.12", "results.b."), None);
+        assert_eq!(task_number("results.b.x", "results.b."), None);
+        assert_eq!(task_number("results.b.", "results.b."), None);
+    }
+
+    #[test]
+    fn pull_request_body_is_what_the_server_reads() {
+        let body = serde_json::to_string(&api::PullRequest {
+            batch: 16,
+            expires: Duration::from_secs(2),
+        })
+        .unwrap();
+        assert_eq!(body, r#"{"batch":16,"expires":2000000000}"#);
+    }
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::contract;
+use crate::contract::{self, header, msg_id};
 use crate::error::{Error, ErrorKind, ResultExt};
 
 /// One dead letter.
@@ -38,12 +38,13 @@ pub struct DeadTask {
 
 /// Headers the node adds to a dead letter; dropped again on replay.
 const DEAD_ONLY: &[&str] = &[
-    contract::HDR_TASK_KIND,
-    contract::HDR_TASK_SEQ,
-    contract::HDR_TASK_ATTEMPT,
-    contract::HDR_TASK_NODE,
-    contract::HDR_SERVICE_ERROR,
-    contract::HDR_SERVICE_ERROR_CODE,
+    header::TASK_KIND,
+    header::TASK_SEQ,
+    header::TASK_ATTEMPT,
+    header::TASK_NODE,
+    header::TASK_TRUNCATED,
+    header::SERVICE_ERROR,
+    header::SERVICE_ERROR_CODE,
 ];
 
 /// Every dead letter, or those of `kind`.
@@ -55,7 +56,7 @@ pub async fn list(js: &Context, kind: Option<&str>) -> Result<Vec<DeadTask>, Err
     let stream = js
         .get_stream(contract::DEAD_STREAM)
         .await
-        .kind(ErrorKind::Setup)?;
+        .or_fail(ErrorKind::Setup, || "reading dead letters".into())?;
     let filter = contract::dead_subject(kind.unwrap_or(">"));
     let mut consumer = stream
         .create_consumer(OrderedConfig {
@@ -63,23 +64,26 @@ pub async fn list(js: &Context, kind: Option<&str>) -> Result<Vec<DeadTask>, Err
             ..Default::default()
         })
         .await
-        .kind(ErrorKind::Setup)?;
+        .or_fail(ErrorKind::Setup, || "reading dead letters".into())?;
     let mut dead = Vec::new();
     if consumer
         .info()
         .await
-        .kind(ErrorKind::Connection)?
+        .or_fail(ErrorKind::Connection, || "reading dead letters".into())?
         .num_pending
         == 0
     {
         return Ok(dead);
     }
-    let mut messages = consumer.messages().await.kind(ErrorKind::Connection)?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .or_fail(ErrorKind::Connection, || "reading dead letters".into())?;
     while let Some(msg) = messages.next().await {
-        let msg = msg.kind(ErrorKind::Connection)?;
-        let info = msg
-            .info()
-            .map_err(|e| Error::new(ErrorKind::Other, anyhow::anyhow!("{e}")))?;
+        let msg = msg.or_fail(ErrorKind::Connection, || "reading dead letters".into())?;
+        let info = msg.info().or_fail(ErrorKind::Connection, || {
+            "reading a dead letter's delivery".into()
+        })?;
         let (seq, pending) = (info.stream_sequence, info.pending);
         let headers = msg.headers.clone().unwrap_or_default();
         let get = |name: &str| {
@@ -95,10 +99,10 @@ pub async fn list(js: &Context, kind: Option<&str>) -> Result<Vec<DeadTask>, Err
                 .strip_prefix(contract::DEAD_PREFIX)
                 .unwrap_or_default()
                 .to_string(),
-            id: get(contract::HDR_TASK_ID),
-            attempts: get(contract::HDR_TASK_ATTEMPT).parse().unwrap_or(0),
-            code: get(contract::HDR_SERVICE_ERROR_CODE).parse().unwrap_or(0),
-            error: get(contract::HDR_SERVICE_ERROR),
+            id: get(header::TASK_ID),
+            attempts: get(header::TASK_ATTEMPT).parse().unwrap_or(0),
+            code: get(header::SERVICE_ERROR_CODE).parse().unwrap_or(0),
+            error: get(header::SERVICE_ERROR),
             bytes: msg.payload.len(),
             payload: msg.payload.clone(),
             headers: headers.clone(),
@@ -131,11 +135,11 @@ pub async fn replay(
     let dead_stream = js
         .get_stream(contract::DEAD_STREAM)
         .await
-        .kind(ErrorKind::Setup)?;
+        .or_fail(ErrorKind::Setup, || "reading dead letters".into())?;
     let results = js
         .get_stream(contract::RESULTS_STREAM)
         .await
-        .kind(ErrorKind::Setup)?;
+        .or_fail(ErrorKind::Setup, || "reading dead letters".into())?;
     for task in &chosen {
         let mut headers = HeaderMap::new();
         for (name, values) in task.headers.iter() {
@@ -151,28 +155,28 @@ pub async fn replay(
         }
         let own_reply = contract::default_reply(&task.id);
         let reply = headers
-            .get(contract::HDR_REPLY_TO)
+            .get(header::REPLY_TO)
             .map(|v| v.as_str().to_string());
         if !task.id.is_empty() && reply.as_deref().is_none_or(|r| r == own_reply) {
             results
                 .purge()
                 .filter(own_reply.as_str())
                 .await
-                .kind(ErrorKind::Connection)?;
+                .or_fail(ErrorKind::Connection, || "reading dead letters".into())?;
         }
         let publish = Publish::build()
             .payload(task.payload.clone())
             .headers(headers)
-            .message_id(format!("replay-{}", task.seq));
+            .message_id(format!("{}{}", msg_id::REPLAY, task.seq));
         js.send_publish(contract::task_subject(&task.kind), publish)
             .await
-            .kind(ErrorKind::Connection)?
+            .or_fail(ErrorKind::Connection, || "reading dead letters".into())?
             .await
-            .kind(ErrorKind::Connection)?;
+            .or_fail(ErrorKind::Connection, || "reading dead letters".into())?;
         dead_stream
             .delete_message(task.seq)
             .await
-            .kind(ErrorKind::Connection)?;
+            .or_fail(ErrorKind::Connection, || "reading dead letters".into())?;
     }
     Ok(chosen)
 }

@@ -5,6 +5,10 @@
 //! subject (kept by the `RESULTS` stream under `results.>`); only then is the
 //! task acked. A node that dies leaves its tasks to the others.
 //!
+//! This crate is the engine: it returns values, errors and streams of
+//! events, and never prints. The `fleet` command line (the `fleet-cli`
+//! package) is a thin layer over it.
+//!
 //! # Writing handlers in Rust
 //!
 //! A handler is an `async fn(Task) -> Result<impl Into<Bytes>, TaskError>`;
@@ -31,41 +35,40 @@
 //! }
 //! ```
 //!
-//! Then `nats req tasks.shout hello` and `nats stream get RESULTS --last-for
-//! results.<seq>` (or `fleet submit shout hello`) show `HELLO`.
+//! # Submitting from Rust
+//!
+//! [`submit()`] returns a [`Submission`]: a stream of [`Event`]s, one per
+//! task's end, then the run's [`Summary`].
 //!
 //! # Layout
 //!
-//! Read bottom-up; no module imports one above it.
+//! Layers read bottom-up; a module imports only from layers below its own.
 //!
-//! | module | what |
-//! |---|---|
-//! | [`cli`] | the clap CLI of the `fleet` binary, and what each command runs |
-//! | [`node`] | pull loop, slots, shutdown and drain; `node/lifecycle.rs`: one task from delivery to ack |
-//! | [`submit`] | publish window, await and de-duplicate results; [`submit::output`]: raw, JSON lines, progress, summary |
-//! | [`status`], [`dead`] | read side and dead letters |
-//! | [`handlers`] | the [`Handler`] trait and [`Registry`]; built-ins; exec handlers |
-//! | [`setup`] | create or bind streams and the group's consumer |
-//! | [`connect`] | connection options from flags and environment |
-//! | [`task`] | the task envelope and the pure parsers of headers and subjects |
-//! | [`error`] | [`TaskError`] (retry or not, status code) and [`Error`] (by kind) |
-//! | [`contract`] | every subject, stream, header name and default |
+//! | layer | module | what |
+//! |---|---|---|
+//! | 6 | [`status`], [`dead`] | the read side: queue depth and groups; dead letters |
+//! | 5 | `node`, `submit` | the node (pull, lifecycle, pure decisions) and the submitter (window, events) |
+//! | 4 | [`handlers`] | the [`Handler`] trait and [`Registry`]; built-ins; exec handlers |
+//! | 3 | [`connect`], [`setup`] | connection options; streams and groups' consumers |
+//! | 2 | `envelope` | the task envelope ([`Task`]) and the pure parsers of headers and subjects |
+//! | 1 | `error` | [`FailureKind`], [`TaskError`], [`Error`] by [`ErrorKind`] |
+//! | 0 | [`contract`] | every subject, stream, header name, code, limit and default |
 
-pub mod cli;
 pub mod connect;
 pub mod contract;
 pub mod dead;
-pub mod error;
+mod envelope;
+mod error;
 pub mod handlers;
-pub mod node;
+mod node;
 pub mod setup;
 pub mod status;
-pub mod submit;
-pub mod task;
+mod submit;
 
 pub use connect::{connect, ConnectConfig};
-pub use error::{Error, ErrorKind, TaskError};
+pub use envelope::{check_task_id, parse_timeout, Task};
+pub use error::{BoxError, Error, ErrorKind, FailureKind, TaskError};
 pub use handlers::{Handler, Registry};
-pub use node::{Node, NodeConfig, NodeStats};
-pub use submit::{submit, SubmitConfig};
-pub use task::Task;
+pub use node::{default_node_name, Node, NodeConfig, NodeStats, RetryPolicy};
+pub use setup::{GroupSettings, StreamSettings};
+pub use submit::{submit, Event, Latency, Submission, SubmitConfig, Summary, TaskEnd, TaskStatus};

@@ -47,23 +47,27 @@ pub struct GroupStatus {
 /// [`ErrorKind::Connection`] when NATS does not answer.
 pub async fn status(js: &Context) -> Result<Status, Error> {
     let mut tasks = js.get_stream(contract::TASKS_STREAM).await.map_err(|e| {
-        Error::new(
-            ErrorKind::Setup,
-            anyhow::anyhow!(
-                "no {} stream ({e}): start a node first",
-                contract::TASKS_STREAM
-            ),
+        Error::with_source(
+            ErrorKind::NotSetUp,
+            format!("no {} stream: start a node first", contract::TASKS_STREAM),
+            e,
         )
     })?;
     let depth = tasks
         .info()
         .await
-        .kind(ErrorKind::Connection)?
+        .or_fail(ErrorKind::Connection, || {
+            format!("reading stream {}", contract::TASKS_STREAM)
+        })?
         .state
         .messages;
     let mut groups = Vec::new();
     let mut consumers = tasks.consumers();
-    while let Some(info) = consumers.try_next().await.kind(ErrorKind::Connection)? {
+    while let Some(info) = consumers
+        .try_next()
+        .await
+        .or_fail(ErrorKind::Connection, || "listing the groups".into())?
+    {
         let config = &info.config;
         let mut kinds = config.filter_subjects.clone();
         if !config.filter_subject.is_empty() {

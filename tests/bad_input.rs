@@ -1,14 +1,12 @@
 //! Bad input never crashes a node and never loses anything: each class gets a
 //! clear error result, and the node goes on running good tasks.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use common::*;
+use fleet_testkit::*;
 use futures::StreamExt;
 
 /// Publishes raw tasks and waits for the result of each on `results.>`.
@@ -220,12 +218,17 @@ fn oversized_payload_is_refused_up_front() {
         .collect();
     assert_eq!(by_id["1"]["result"], "first");
     assert_eq!(by_id["3"]["result"], "last");
-    assert_eq!(by_id["2"]["code"], 413);
+    // Never submitted: code 503, whatever the reason, and the reason says so.
+    assert_eq!(by_id["2"]["code"], 503);
     assert!(
         by_id["2"]["error"]
             .as_str()
             .unwrap()
-            .contains("max_payload"),
+            .contains("not submitted: the payload is 1500000 bytes")
+            && by_id["2"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("max_payload"),
         "{}",
         by_id["2"]
     );
@@ -252,8 +255,11 @@ fn handler_panic_is_caught_per_task() {
         });
         let config = fleet::NodeConfig {
             name: "panicky".into(),
-            max_deliver: 2,
-            retry_delay: Duration::from_millis(50),
+            retry: fleet::RetryPolicy {
+                max_attempts: 2,
+                base_delay: Duration::from_millis(50),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,406 +1,16 @@
 //! fleet on a three-server JetStream cluster made from the shipped
-//! `deploy/cluster/n*.conf`, run on loopback with real processes: one server
-//! is killed mid-batch and nothing is lost or doubled.
-
-mod common;
+//! `deploy/cluster/n*.conf` (the test kit's `run_cluster`), run on loopback
+//! with real processes: one server is killed mid-batch and nothing is lost
+//! or doubled.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use fleet_testkit::cluster::{kept_per_subject, stream_info_when};
+use fleet_testkit::*;
 
 const TASKS: usize = 3000;
-
-/// One server of the loopback cluster: its ports, its own directory (store,
-/// generated config, log) and its process.
-struct ClusterServer {
-    name: String,
-    port: u16,
-    cluster_port: u16,
-    http_port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl ClusterServer {
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.dir.path().join("server.conf")
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("server.log")
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(self.log()).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(&child, "KILL");
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for ClusterServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Replaces the one occurrence of `from` in a shipped config; panics when it
-/// is not there exactly once, so an edit of the config cannot silently turn
-/// this test into a test of something else.
-fn replace_once(text: &str, from: &str, to: &str, file: &str) -> String {
-    let found = text.matches(from).count();
-    assert_eq!(
-        found, 1,
-        "{file}: expected `{from}` exactly once, found it {found} times"
-    );
-    text.replacen(from, to, 1)
-}
-
-/// `deploy/cluster/n<i>.conf` rewritten for loopback: client, cluster and
-/// monitoring ports, route hosts nats1..3, and `store_dir`. Everything else
-/// (cluster name, server_name, sync_interval, limits) is used as shipped.
-fn loopback_config(i: usize, servers: &[ClusterServer]) -> String {
-    let file = format!("deploy/cluster/n{i}.conf");
-    let me = &servers[i - 1];
-    let mut text = std::fs::read_to_string(root().join(&file))
-        .unwrap_or_else(|e| panic!("reading {file}: {e}"));
-    assert!(
-        text.contains(&format!("server_name: {}", me.name)),
-        "{file} does not name its server {}",
-        me.name
-    );
-    assert!(
-        text.contains("sync_interval: always"),
-        "{file} should fsync before every acknowledgement"
-    );
-    text = replace_once(
-        &text,
-        "0.0.0.0:4222",
-        &format!("127.0.0.1:{}", me.port),
-        &file,
-    );
-    text = replace_once(
-        &text,
-        "0.0.0.0:6222",
-        &format!("127.0.0.1:{}", me.cluster_port),
-        &file,
-    );
-    text = replace_once(
-        &text,
-        "0.0.0.0:8222",
-        &format!("127.0.0.1:{}", me.http_port),
-        &file,
-    );
-    for (j, other) in servers.iter().enumerate() {
-        let route = format!("nats://nats{}:6222", j + 1);
-        text = replace_once(
-            &text,
-            &route,
-            &format!("nats://127.0.0.1:{}", other.cluster_port),
-            &file,
-        );
-    }
-    let store_line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("store_dir:"))
-        .unwrap_or_else(|| panic!("{file} has no store_dir"))
-        .to_string();
-    assert!(
-        store_line.contains("/var/lib/nats/"),
-        "{file}: store_dir should be under /var/lib/nats: {store_line}"
-    );
-    let store = me.dir.path().join("jetstream");
-    replace_once(
-        &text,
-        &store_line,
-        &format!("  store_dir: \"{}\"", store.display()),
-        &file,
-    )
-}
-
-/// Three servers from the shipped configs, started and formed into a
-/// cluster whose JetStream has a meta leader and all three peers current.
-/// Ports are picked free, but another process may take one before the
-/// server binds it: then the cluster is started again on new ports.
-fn start_cluster() -> Vec<ClusterServer> {
-    for _ in 0..3 {
-        if let Some(servers) = try_start_cluster() {
-            return servers;
-        }
-    }
-    panic!("three tries at free ports all clashed with other processes");
-}
-
-fn try_start_cluster() -> Option<Vec<ClusterServer>> {
-    let mut servers: Vec<ClusterServer> = (1..=3)
-        .map(|i| ClusterServer {
-            name: format!("nats{i}"),
-            port: free_port(),
-            cluster_port: free_port(),
-            http_port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        })
-        .collect();
-    for i in 1..=3 {
-        let conf = loopback_config(i, &servers);
-        std::fs::write(servers[i - 1].conf(), conf).unwrap();
-    }
-    for server in &mut servers {
-        let log = std::fs::File::create(server.log()).unwrap();
-        let child = Command::new(tool("nats-server"))
-            .arg("-c")
-            .arg(server.conf())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting nats-server");
-        server.child = Some(child);
-    }
-    wait_for_meta_leader(&mut servers).then_some(servers)
-}
-
-/// A GET on a server's monitoring port, the body parsed as JSON.
-fn monitor(server: &ClusterServer, path: &str) -> Option<serde_json::Value> {
-    let mut conn = TcpStream::connect(("127.0.0.1", server.http_port)).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(conn, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    conn.read_to_string(&mut response).ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    serde_json::from_str(body).ok()
-}
-
-/// Waits until every server names the same JetStream meta leader and the
-/// leader sees both other peers as current (followers only track the
-/// leader): only then can R3 streams be created.
-/// Returns false when a server could not bind its ports.
-fn wait_for_meta_leader(servers: &mut [ClusterServer]) -> bool {
-    let start = Instant::now();
-    loop {
-        for server in servers.iter_mut() {
-            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
-                if server.log_text().contains("address already in use") {
-                    return false;
-                }
-                panic!(
-                    "{} exited ({status}) while starting:\n{}",
-                    server.name,
-                    server.log_text()
-                );
-            }
-        }
-        let metas: Vec<serde_json::Value> = servers
-            .iter()
-            .map(|s| {
-                monitor(s, "/jsz")
-                    .map(|j| j["meta_cluster"].clone())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let leader = metas[0]["leader"].as_str().unwrap_or_default();
-        let agreed = !leader.is_empty()
-            && metas
-                .iter()
-                .all(|m| m["leader"] == leader && m["cluster_size"] == 3);
-        let leader_meta = servers
-            .iter()
-            .zip(&metas)
-            .find(|(s, _)| s.name == leader)
-            .map(|(_, m)| m);
-        let peers_current = leader_meta.is_some_and(|m| {
-            let replicas = m["replicas"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-            replicas.len() == 2
-                && replicas
-                    .iter()
-                    .all(|r| r["current"] == true && r["offline"] != true)
-        });
-        if agreed && peers_current {
-            eprintln!(
-                "cluster formed in {:?}; meta leader {leader}",
-                start.elapsed()
-            );
-            return true;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let logs: String = servers
-                .iter()
-                .map(|s| format!("--- {} ---\n{}\n", s.name, s.log_text()))
-                .collect();
-            panic!("the cluster did not form in 30s; meta: {metas:?}\n{logs}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// All three client URLs, comma-separated, as NATS_URL in deploy/ gives them.
-fn all_urls(servers: &[ClusterServer]) -> String {
-    servers
-        .iter()
-        .map(ClusterServer::url)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// A `fleet node` given every server of the cluster.
-fn spawn_node(urls: &str, dir: &Path, name: &str, args: &[&str]) -> NodeProc {
-    let log = dir.join(format!("{name}.log"));
-    let child = Command::new(fleet_bin())
-        .args(["--nats-url", urls, "node", "--name", name])
-        .args(args)
-        .env("RUST_LOG", "info,async_nats=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("starting fleet node");
-    NodeProc {
-        name: name.to_string(),
-        child,
-        log,
-    }
-}
-
-/// Waits for "node ready", failing at once (with the log) if the node exits.
-fn wait_node_ready(node: &mut NodeProc) {
-    let start = Instant::now();
-    while !node.log_text().contains("node ready") {
-        if let Some(status) = node.child.try_wait().unwrap() {
-            panic!(
-                "node {} exited ({status}) before it was ready:\n{}",
-                node.name,
-                node.log_text()
-            );
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "node {} not ready in 30s:\n{}",
-            node.name,
-            node.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A stream's info once it answers, has a leader and meets `ready`: right
-/// after a server dies, streams whose leader it was answer nothing until
-/// their Raft group elects another (4 to 9 s in nats-server).
-async fn stream_info_when(
-    js: &async_nats::jetstream::Context,
-    name: &str,
-    limit: Instant,
-    ready: impl Fn(&async_nats::jetstream::stream::Info) -> bool,
-) -> async_nats::jetstream::stream::Info {
-    loop {
-        let last = match js.get_stream(name).await {
-            Ok(mut stream) => match stream.info().await {
-                Ok(info) => {
-                    let has_leader = info.cluster.as_ref().is_some_and(|c| c.leader.is_some());
-                    if has_leader && ready(info) {
-                        return info.clone();
-                    }
-                    format!(
-                        "{} messages, cluster {:?}",
-                        info.state.messages, info.cluster
-                    )
-                }
-                Err(err) => err.to_string(),
-            },
-            Err(err) => err.to_string(),
-        };
-        assert!(
-            Instant::now() < limit,
-            "stream {name} not ready in time: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// How many results `RESULTS` keeps per subject, read through `url` with an
-/// ordered consumer, like `common::results_per_subject` but retried from
-/// scratch on an error: after a server dies, creating even an ephemeral
-/// consumer fails until the meta leader is elected again.
-async fn kept_per_subject(url: &str, limit: Instant) -> HashMap<String, usize> {
-    loop {
-        match try_kept_per_subject(url).await {
-            Ok(counts) => return counts,
-            Err(err) => assert!(
-                Instant::now() < limit,
-                "reading RESULTS through {url}: {err:#}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn try_kept_per_subject(url: &str) -> anyhow::Result<HashMap<String, usize>> {
-    use async_nats::jetstream::consumer::pull::OrderedConfig;
-    use futures::StreamExt;
-    let js = async_nats::jetstream::new(async_nats::connect(url).await?);
-    let mut stream = js.get_stream("RESULTS").await?;
-    let mut counts = HashMap::new();
-    if stream.info().await?.state.messages == 0 {
-        return Ok(counts);
-    }
-    let mut messages = stream
-        .create_consumer(OrderedConfig::default())
-        .await?
-        .messages()
-        .await?;
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the ordered consumer ended"))??;
-        *counts.entry(msg.subject.to_string()).or_insert(0) += 1;
-        if msg.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending == 0 {
-            return Ok(counts);
-        }
-    }
-}
-
-/// A child process killed when dropped (the submitter, if the test fails).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Prints the tail of every log (servers, nodes, submit) when the test fails.
-struct LogsOnFailure {
-    files: Vec<(String, PathBuf)>,
-}
-
-impl Drop for LogsOnFailure {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for (what, file) in &self.files {
-            let text = std::fs::read_to_string(file).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
-            eprintln!("===== {what}: {} =====\n{tail}", file.display());
-        }
-    }
-}
 
 /// Proves the shipped deploy/cluster configs form a working three-server
 /// JetStream cluster, and that with R3 streams fleet loses and doubles
@@ -408,31 +18,30 @@ impl Drop for LogsOnFailure {
 #[test]
 fn three_server_cluster_survives_a_killed_server_mid_batch() {
     let started = Instant::now();
-    let mut servers = start_cluster();
+    let mut cluster = run_cluster();
     let work = tempfile::tempdir().unwrap();
-    let urls = all_urls(&servers);
+    let urls = cluster.urls();
     let node_args = ["--replicas", "3", "--ack-wait", "3s", "--concurrency", "32"];
     let mut nodes: Vec<NodeProc> = (1..=3)
-        .map(|i| spawn_node(&urls, work.path(), &format!("node{i}"), &node_args))
+        .map(|i| NodeProc::start(&urls, work.path(), &format!("node{i}"), &node_args, &[]))
         .collect();
     let out_file = work.path().join("out.jsonl");
     let err_file = work.path().join("out.err");
-    let mut files: Vec<(String, PathBuf)> = servers
-        .iter()
-        .map(|s| (format!("{} {}", s.name, s.url()), s.log()))
-        .collect();
+    let mut files = cluster.logs();
     files.extend(nodes.iter().map(|n| (n.name.clone(), n.log.clone())));
     files.push(("submit stderr".into(), err_file.clone()));
     let _logs = LogsOnFailure { files };
     for node in &mut nodes {
-        wait_node_ready(node);
+        node.wait_ready(Duration::from_secs(30));
     }
     eprintln!("3 nodes ready after {:?}", started.elapsed());
 
     let rt = rt();
     // --replicas 3 took effect: every stream has three replicas.
     rt.block_on(async {
-        let js = async_nats::jetstream::new(async_nats::connect(servers[0].url()).await.unwrap());
+        let js = async_nats::jetstream::new(
+            async_nats::connect(cluster.servers[0].url()).await.unwrap(),
+        );
         for name in ["TASKS", "RESULTS", "DEAD"] {
             let info = js
                 .get_stream(name)
@@ -499,7 +108,9 @@ fn three_server_cluster_survives_a_killed_server_mid_batch() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let leader = rt.block_on(async {
-        let js = async_nats::jetstream::new(async_nats::connect(servers[0].url()).await.unwrap());
+        let js = async_nats::jetstream::new(
+            async_nats::connect(cluster.servers[0].url()).await.unwrap(),
+        );
         let info = stream_info_when(
             &js,
             "TASKS",
@@ -511,17 +122,16 @@ fn three_server_cluster_survives_a_killed_server_mid_batch() {
             .and_then(|c| c.leader)
             .expect("TASKS has a leader")
     });
-    let victim = servers
-        .iter()
-        .position(|s| s.name == leader)
+    let victim = cluster
+        .index_of(&leader)
         .unwrap_or_else(|| panic!("leader {leader:?} is none of ours"));
-    servers[victim].kill();
+    cluster.servers[victim].kill();
     let done_at_kill = count_results();
     eprintln!(
         "killed {leader} (TASKS leader) with {done_at_kill} of {TASKS} results in, {:?} in",
         started.elapsed()
     );
-    let survivor = servers[(victim + 1) % 3].url();
+    let survivor = cluster.servers[(victim + 1) % 3].url();
     assert!(
         done_at_kill < TASKS,
         "the batch was over before the kill: the test proves nothing; make it longer"

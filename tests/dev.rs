@@ -1,14 +1,12 @@
 //! `bin/dev`, the README's first command: it starts a server and three
 //! nodes, runs its batch end to end, and stops everything on Ctrl-C.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use fleet_testkit::*;
 
 /// bin/dev runs its batch across the nodes, tells the user what to try, and
 /// on SIGINT stops the nodes and the server and exits 0.

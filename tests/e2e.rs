@@ -2,14 +2,12 @@
 //! CLI as a submitter, `fleet submit` across several nodes, node crashes and
 //! graceful stops, error results, exec handlers.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use fleet_testkit::*;
 
 fn nats(server: &NatsServer, args: &[&str]) -> std::process::Output {
     Command::new(tool("nats"))

@@ -3,14 +3,12 @@
 //! hits, then the checker classifies every acknowledged task from what
 //! `RESULTS` committed. A lost or duplicated task fails the test.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::checker::{check, Report};
-use common::*;
+use fleet_testkit::checker::{check, Report};
+use fleet_testkit::*;
 
 /// A server, some nodes and one batch submitted with `fleet submit --batch`.
 struct Scenario {
@@ -308,7 +306,7 @@ fn mixed_faults_twenty_thousand_tasks() {
     let mut s = Scenario::new(4, &args, "mixed", &"50ms\n".repeat(20_000));
     let started = Instant::now();
     let mut submit = s.submit("sleep", &["--window", "256"]);
-    let mut rng = fastrand_seed();
+    let mut rng = fleet_testkit::rng::XorShift::from_env();
     let mut plan = vec![
         "SIGKILL node",
         "SIGSTOP node past ack_wait",
@@ -317,16 +315,14 @@ fn mixed_faults_twenty_thousand_tasks() {
         "SIGKILL node",
         "SIGSTOP node past ack_wait",
     ];
-    for i in (1..plan.len()).rev() {
-        plan.swap(i, (rng.next() as usize) % (i + 1));
-    }
+    rng.shuffle(&mut plan);
     let mut injected = Vec::new();
     for fault in plan {
-        std::thread::sleep(Duration::from_millis(300 + rng.next() % 700));
+        std::thread::sleep(Duration::from_millis(300 + rng.below(700)));
         if submit.try_wait().unwrap().is_some() {
             break;
         }
-        let victim = (rng.next() as usize) % s.nodes.len();
+        let victim = rng.below(s.nodes.len() as u64) as usize;
         match fault {
             "SIGKILL node" => {
                 s.nodes[victim].signal("KILL");
@@ -369,33 +365,4 @@ fn mixed_faults_twenty_thousand_tasks() {
         "the batch ended before the faults were injected: {injected:?}"
     );
     assert_nothing_lost(&report, s.tasks);
-}
-
-/// A small xorshift seeded from the clock; the seed is printed to replay a run.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
-fn fastrand_seed() -> XorShift {
-    let seed = std::env::var("FLEET_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    println!("fault seed: {seed} (FLEET_FAULT_SEED={seed} to replay)");
-    XorShift(seed)
 }

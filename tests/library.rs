@@ -1,13 +1,11 @@
 //! The Rust library API: a handler written as a plain async fn runs in a node
 //! started from the test's own code.
 
-mod common;
-
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use fleet::{Node, NodeConfig, Registry, Task, TaskError};
+use fleet_testkit::*;
 use futures::StreamExt;
 
 async fn shout(task: Task) -> Result<String, TaskError> {

@@ -8,13 +8,11 @@
 //! to `handlers.toml` in the working directory. Each block gets a fresh
 //! server, with a node unless the block starts its own.
 
-mod common;
-
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use fleet_testkit::*;
 
 fn blocks(readme: &str, lang: &str) -> Vec<String> {
     let mut out = Vec::new();

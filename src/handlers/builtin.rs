@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::envelope::{parse_timeout, Task};
 use crate::error::TaskError;
-use crate::task::{parse_timeout, Task};
 
 /// Returns the payload unchanged.
 pub async fn echo(task: Task) -> Result<Bytes, TaskError> {
@@ -38,4 +38,44 @@ pub async fn fail(task: Task) -> Result<Bytes, TaskError> {
         "fail always fails (attempt {})",
         task.attempt
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn task(payload: &'static [u8]) -> Task {
+        Task {
+            id: "1".into(),
+            kind: "k".into(),
+            attempt: 2,
+            deadline: tokio::time::Instant::now(),
+            payload: Bytes::from_static(payload),
+            headers: Arc::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn echo_and_sha256() {
+        assert_eq!(echo(task(b"hi")).await.unwrap(), Bytes::from_static(b"hi"));
+        assert_eq!(
+            sha256(task(b"hello")).await.unwrap(),
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+    }
+
+    #[tokio::test]
+    async fn sleep_refuses_what_is_not_a_duration() {
+        assert_eq!(sleep(task(b"soon")).await.unwrap_err().code(), 400);
+        assert_eq!(sleep(task(b"\xff")).await.unwrap_err().code(), 400);
+        assert!(sleep(task(b"1ms")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn fail_is_retryable_and_names_its_attempt() {
+        let err = fail(task(b"")).await.unwrap_err();
+        assert!(err.is_retryable());
+        assert!(err.message().contains("attempt 2"), "{err}");
+    }
 }

@@ -20,9 +20,9 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use crate::error::TaskError;
+use crate::envelope::Task;
+use crate::error::{FailureKind, TaskError};
 use crate::handlers::{Handler, HandlerFuture, Registry};
-use crate::task::Task;
 
 /// Largest output an exec handler may produce before it is refused.
 const MAX_OUTPUT: usize = 64 * 1024 * 1024;
@@ -60,8 +60,7 @@ impl Handler for ExecHandler {
                     .await
                     .unwrap_or_else(|_| {
                         Err(TaskError::new(
-                            crate::contract::code::TIMED_OUT,
-                            true,
+                            FailureKind::TimedOut,
                             format!("timed out after {}", humantime::format_duration(limit)),
                         ))
                     }),
@@ -101,18 +100,24 @@ impl ExecHandler {
         let (_, out, err, status) = tokio::join!(
             feed,
             read_capped(stdout, MAX_OUTPUT),
-            read_capped(stderr, MAX_OUTPUT),
+            read_tail(stderr, STDERR_TAIL),
             child.wait()
         );
         let status = status.context("waiting for the program")?;
-        let err = err.unwrap_or_default();
-        let out = out.map_err(|_| {
-            TaskError::new(
-                crate::contract::code::TOO_LARGE,
-                false,
-                format!("output larger than {MAX_OUTPUT} bytes"),
-            )
-        })?;
+        let out = match out {
+            Output::Read(bytes) => bytes,
+            Output::TooLarge => {
+                return Err(TaskError::new(
+                    FailureKind::TooLarge,
+                    format!("output larger than {MAX_OUTPUT} bytes"),
+                ))
+            }
+            Output::Failed(e) => {
+                return Err(TaskError::retry(format!(
+                    "reading the program's output: {e}"
+                )))
+            }
+        };
         outcome(status, out, &err)
     }
 }
@@ -131,14 +136,45 @@ fn outcome(status: ExitStatus, out: Vec<u8>, err: &[u8]) -> Result<Bytes, TaskEr
     }
 }
 
-async fn read_capped(mut reader: impl AsyncRead + Unpin, cap: usize) -> Result<Vec<u8>, ()> {
+/// What reading a program's output gave.
+#[derive(Debug)]
+enum Output {
+    /// All of it, within the cap.
+    Read(Vec<u8>),
+    /// More than the cap.
+    TooLarge,
+    /// Reading failed.
+    Failed(std::io::Error),
+}
+
+async fn read_capped(reader: impl AsyncRead + Unpin, cap: usize) -> Output {
     let mut buf = Vec::new();
-    let mut limited = (&mut reader).take(cap as u64 + 1);
-    limited.read_to_end(&mut buf).await.map_err(|_| ())?;
-    if buf.len() > cap {
-        return Err(());
+    let mut limited = reader.take(cap as u64 + 1);
+    if let Err(e) = limited.read_to_end(&mut buf).await {
+        return Output::Failed(e);
     }
-    Ok(buf)
+    if buf.len() > cap {
+        return Output::TooLarge;
+    }
+    Output::Read(buf)
+}
+
+/// Reads `reader` to its end, keeping only its last `keep` bytes (a chatty
+/// program's standard error must not fill the node's memory).
+async fn read_tail(mut reader: impl AsyncRead + Unpin, keep: usize) -> Vec<u8> {
+    let mut tail = Vec::with_capacity(keep * 2);
+    let mut chunk = [0u8; 8192];
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => return tail,
+            Ok(n) => {
+                tail.extend_from_slice(&chunk[..n]);
+                if tail.len() > keep * 2 {
+                    tail.drain(..tail.len() - keep);
+                }
+            }
+        }
+    }
 }
 
 /// Kills the whole process group of a task's program when dropped, so a
@@ -165,7 +201,7 @@ pub fn parse_exec_flag(flag: &str) -> anyhow::Result<(String, ExecHandler)> {
     if kind.is_empty() || command.trim().is_empty() {
         bail!("--exec takes KIND=COMMAND with both sides set, got {flag:?}");
     }
-    crate::task::check_task_id(kind)
+    crate::envelope::check_task_id(kind)
         .map_err(|e| anyhow::anyhow!("--exec kind {kind:?}: {}", e.message()))?;
     Ok((kind.to_string(), ExecHandler::new(command)))
 }
@@ -215,9 +251,96 @@ mod humantime_serde_opt {
 
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         let text: Option<String> = Option::deserialize(d)?;
         text.map(|t| humantime::parse_duration(&t).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    #[test]
+    fn exit_zero_is_the_result() {
+        assert_eq!(
+            outcome(exited(0), b"out".to_vec(), b"").unwrap(),
+            Bytes::from_static(b"out")
+        );
+    }
+
+    #[test]
+    fn exit_65_is_bad_input_and_others_are_retried() {
+        let bad = outcome(exited(65), vec![], b"no such image").unwrap_err();
+        assert_eq!((bad.code(), bad.is_retryable()), (400, false));
+        assert!(bad.message().contains("no such image"));
+        let flaky = outcome(exited(1), vec![], b"").unwrap_err();
+        assert_eq!((flaky.code(), flaky.is_retryable()), (500, true));
+        let killed = outcome(ExitStatus::from_raw(9), vec![], b"").unwrap_err();
+        assert!(killed.is_retryable(), "{killed}");
+    }
+
+    #[test]
+    fn error_results_keep_only_the_tail_of_stderr() {
+        let mut err = vec![b'a'; 10_000];
+        err.extend_from_slice(b"the end");
+        let failed = outcome(exited(2), vec![], &err).unwrap_err();
+        assert!(failed.message().ends_with("the end"));
+        assert!(failed.message().len() < STDERR_TAIL + 100);
+    }
+
+    #[tokio::test]
+    async fn output_over_the_cap_is_too_large_not_an_io_error() {
+        assert!(matches!(read_capped(&b"12345"[..], 5).await, Output::Read(b) if b == b"12345"));
+        assert!(matches!(
+            read_capped(&b"123456"[..], 5).await,
+            Output::TooLarge
+        ));
+    }
+
+    #[tokio::test]
+    async fn only_the_tail_of_stderr_is_held() {
+        let long: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let tail = read_tail(&long[..], 100).await;
+        assert!(tail.len() >= 100 && tail.len() <= 200);
+        assert!(long.ends_with(&tail));
+    }
+
+    #[test]
+    fn exec_flags_take_kind_equals_command() {
+        let (kind, handler) = parse_exec_flag("upper=tr a-z A-Z").unwrap();
+        assert_eq!(
+            (kind.as_str(), handler.command.as_str()),
+            ("upper", "tr a-z A-Z")
+        );
+        for bad in ["upper", "=cmd", "upper=  ", "a b=cmd", "x.>=cmd"] {
+            assert!(parse_exec_flag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn handlers_files_are_tables_of_kinds() {
+        let dir = std::env::temp_dir().join(format!("fleet-exec-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("handlers.toml");
+        std::fs::write(
+            &path,
+            "[upper]\ncommand = \"tr a-z A-Z\"\ntimeout = \"30s\"\n",
+        )
+        .unwrap();
+        let handlers = load_file(&path).unwrap();
+        assert_eq!(handlers.len(), 1);
+        assert_eq!(handlers[0].1.timeout, Some(Duration::from_secs(30)));
+        std::fs::write(&path, "[upper]\ntimeout = \"soon\"\n").unwrap();
+        assert!(load_file(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::envelope::Task;
 use crate::error::TaskError;
-use crate::task::Task;
 
 /// The future a handler returns, boxed so handlers of any type share one map.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, TaskError>> + Send>>;

@@ -1,55 +1,47 @@
-//! The node: pulls tasks for its free slots, runs each in its own tokio task
-//! (see [`lifecycle`]), and drains on shutdown.
-//!
-//! Pulling: the node sends JetStream pull requests on one inbox of its own and
-//! never asks for more tasks than it has free slots, so a busy node never sits
-//! on tasks an idle one could run. `credits` counts what was asked for and not
-//! yet delivered; a request that ends short tells how many it did not deliver.
+//! The node: pulls tasks for its free slots ([`pull`], [`credits`]), runs
+//! each in its own tokio task ([`lifecycle`], decided by [`decide`], written
+//! by [`commit`]), and drains on shutdown.
 //!
 //! Shutdown: stop asking; hand back (nak) whatever still arrives for requests
 //! already made; let running tasks finish within the grace period; cancel the
-//! rest, which hand their task back at once.
+//! rest, which hand their task back at once; wait for results on their way
+//! out; flush with a bound.
 
+mod commit;
+mod credits;
+pub(crate) mod decide;
 mod lifecycle;
+mod pull;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, HeaderValue, Message, StatusCode, Subscriber};
-use bytes::Bytes;
-use futures::StreamExt;
+use async_nats::jetstream::{self, AckKind};
+use async_nats::{Client, HeaderValue};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::contract;
-use crate::error::{Error, ErrorKind, ResultExt};
+use crate::error::{Error, ErrorKind};
 use crate::handlers::Registry;
-use crate::setup::{self, StreamSettings};
-
-/// How long a pull request waits on the server for tasks. Short, so that a
-/// node that stops hands back its unused requests quickly.
-const PULL_EXPIRES: Duration = Duration::from_secs(2);
+use crate::setup::{self, GroupSettings, StreamSettings};
+pub use decide::RetryPolicy;
+use pull::{Puller, PULL_EXPIRES};
 
 /// How a node runs. `..Default::default()` fills what you do not set.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// Shown in results (`Task-Node`) and logs.
     pub name: String,
-    /// The durable consumer shared by the nodes of one group.
-    pub group: String,
-    /// Kinds this group takes (`image.*`, `sha256`); empty means every kind.
-    pub kinds: Vec<String>,
-    /// Tasks run at once in this process.
+    /// The group (durable consumer) this node joins.
+    pub group: GroupSettings,
+    /// Handlers run at once in this process.
     pub concurrency: usize,
-    /// How long the server waits for an ack before redelivering.
-    pub ack_wait: Duration,
-    /// Attempts before a failing task is dead-lettered.
-    pub max_deliver: u32,
-    /// First retry delay, doubled on each attempt.
-    pub retry_delay: Duration,
+    /// How failures are retried.
+    pub retry: RetryPolicy,
     /// Timeout of a task that names none.
     pub task_timeout: Duration,
     /// How long in-flight tasks may run on after shutdown.
@@ -58,28 +50,22 @@ pub struct NodeConfig {
     pub allowed_replies: Vec<String>,
     /// Stream settings used when this node creates the streams.
     pub streams: StreamSettings,
-    /// Cap on tasks in flight across the whole group.
-    pub max_ack_pending: i64,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             name: default_node_name(),
-            group: contract::DEFAULT_GROUP.to_string(),
-            kinds: Vec::new(),
-            concurrency: 64,
-            ack_wait: contract::DEFAULT_ACK_WAIT,
-            max_deliver: contract::DEFAULT_MAX_DELIVER,
-            retry_delay: contract::RETRY_BASE_DELAY,
+            group: GroupSettings::default(),
+            concurrency: contract::DEFAULT_CONCURRENCY,
+            retry: RetryPolicy::default(),
             task_timeout: contract::DEFAULT_TASK_TIMEOUT,
-            grace: Duration::from_secs(30),
+            grace: contract::DEFAULT_GRACE,
             allowed_replies: contract::DEFAULT_ALLOWED_REPLY_PREFIXES
                 .iter()
                 .map(|p| p.to_string())
                 .collect(),
             streams: StreamSettings::default(),
-            max_ack_pending: contract::DEFAULT_MAX_ACK_PENDING,
         }
     }
 }
@@ -113,10 +99,21 @@ struct Counters {
     handed_back: AtomicU64,
 }
 
+impl Counters {
+    fn snapshot(&self) -> NodeStats {
+        NodeStats {
+            ok: self.ok.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            handed_back: self.handed_back.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// What every task of a node shares.
 struct Shared {
     client: Client,
-    js: async_nats::jetstream::Context,
+    js: jetstream::Context,
     config: NodeConfig,
     registry: Registry,
     node_header: HeaderValue,
@@ -133,6 +130,15 @@ pub struct Node {
     registry: Registry,
 }
 
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("config", &self.config)
+            .field("registry", &self.registry)
+            .finish()
+    }
+}
+
 impl Node {
     /// A node that runs the handlers of `registry`.
     pub fn new(client: Client, config: NodeConfig, registry: Registry) -> Self {
@@ -147,56 +153,54 @@ impl Node {
     /// until `shutdown` completes, then drains (see the module docs).
     ///
     /// # Errors
-    /// [`ErrorKind::Setup`] when streams or consumer cannot be set up,
-    /// [`ErrorKind::Connection`] when the connection is closed for good.
+    /// [`ErrorKind::Usage`] for a concurrency of 0, [`ErrorKind::Setup`] when
+    /// streams or consumer cannot be set up, [`ErrorKind::Connection`] when
+    /// the connection is closed for good.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<NodeStats, Error> {
         let config = self.config;
         if config.concurrency == 0 {
             return Err(Error::new(
                 ErrorKind::Usage,
-                anyhow::anyhow!("concurrency must be at least 1"),
+                "concurrency must be at least 1",
             ));
         }
-        let js = async_nats::jetstream::new(self.client.clone());
+        let js = jetstream::new(self.client.clone());
         setup::ensure_streams(&js, &config.streams).await?;
-        let consumer = setup::ensure_consumer(&js, &config).await?;
+        setup::ensure_consumer(&js, &config.group).await?;
         let (cancel_tx, cancel) = watch::channel(false);
-        let node_header = HeaderValue::from(config.name.as_str());
         let shared = Arc::new(Shared {
             client: self.client.clone(),
-            js,
+            node_header: HeaderValue::from(config.name.as_str()),
+            js: js.clone(),
             registry: self.registry,
-            node_header,
             counters: Counters::default(),
             cancel,
             finishing: Arc::new(Semaphore::new(finishing_limit(config.concurrency))),
             config,
         });
-        let next_subject = format!(
-            "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+        let config = &shared.config;
+        let mut puller = Puller::new(
+            self.client.clone(),
+            js,
             contract::TASKS_STREAM,
-            consumer
-        );
-        let mut puller = Puller::new(self.client.clone(), next_subject).await?;
-        info!(node = %shared.config.name, group = %shared.config.group, concurrency = shared.config.concurrency, kinds = ?shared.registry.kinds(), "node ready");
+            &config.group.name,
+            config.concurrency,
+        )
+        .await?;
+        info!(node = %config.name, group = %config.group.name, concurrency = config.concurrency,
+            kinds = ?shared.registry.kinds(), "{}", contract::READY_SIGNAL);
 
-        let slots = Arc::new(Semaphore::new(shared.config.concurrency));
+        let slots = Arc::new(Semaphore::new(config.concurrency));
         let released = Arc::new(Notify::new());
         tokio::pin!(shutdown);
         run_loop(&shared, &mut puller, &slots, &released, shutdown).await?;
 
-        info!(node = %shared.config.name, "stopping: no new tasks; draining");
+        info!(node = %config.name, "stopping: no new tasks; draining");
         drain(&shared, &mut puller, &slots, cancel_tx).await;
         // Bounded: with the server gone, a flush would wait forever.
         let _ = tokio::time::timeout(Duration::from_secs(5), shared.client.flush()).await;
-        let c = &shared.counters;
-        let stats = NodeStats {
-            ok: c.ok.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            retried: c.retried.load(Ordering::Relaxed),
-            handed_back: c.handed_back.load(Ordering::Relaxed),
-        };
-        info!(node = %shared.config.name, ?stats, "stopped");
+        let stats = shared.counters.snapshot();
+        info!(node = %config.name, ?stats, "stopped");
         Ok(stats)
     }
 }
@@ -208,47 +212,41 @@ async fn run_loop(
     released: &Arc<Notify>,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), Error> {
-    let concurrency = shared.config.concurrency;
-    // Ask in batches of at least a quarter of the slots while a request is
-    // still open, so a busy node does not send a request per finished task.
-    let low_water = (concurrency / 4).max(1);
     loop {
-        if std::mem::take(&mut puller.pause) {
+        if puller.credits.take_pause() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let free = slots.available_permits();
-        let unasked = free.saturating_sub(puller.credits);
-        if unasked > 0 && (puller.credits == 0 || unasked >= low_water) {
-            if let Err(err) = puller.ask(unasked).await {
-                warn!(%err, "pull request failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
+        if let Err(err) = puller.ask(slots.available_permits()).await {
+            warn!(%err, "pull request failed; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
         }
-        // Requests lost with a connection never report back. Only when the
-        // inbox has been silent past their expiry are they forgotten: under
-        // load a late status must not be taken for a lost request.
-        let lost_after =
-            puller.asked_at.max(puller.last_heard) + PULL_EXPIRES + Duration::from_secs(5);
+        let lost_at = puller.credits.lost_at();
         tokio::select! {
             biased;
             _ = &mut shutdown => return Ok(()),
-            msg = puller.sub.next() => {
+            msg = puller.next() => {
                 let Some(msg) = msg else {
-                    return Err(Error::new(ErrorKind::Connection, anyhow::anyhow!("connection to NATS closed")));
+                    return Err(Error::new(ErrorKind::Connection, "connection to NATS closed"));
                 };
                 if let Some(task) = puller.take(msg) {
                     start(shared, task, slots, released).await;
                 }
             }
             _ = released.notified() => {}
-            _ = sleep_until(lost_after), if puller.credits > 0 => puller.credits = 0,
+            // Requests lost with a connection never report back.
+            _ = sleep_until(lost_at.unwrap_or_else(Instant::now)), if lost_at.is_some() => puller.credits.forget(),
         }
     }
 }
 
 /// Starts one delivered task in its own tokio task, holding one slot.
-async fn start(shared: &Arc<Shared>, msg: Message, slots: &Arc<Semaphore>, released: &Arc<Notify>) {
+async fn start(
+    shared: &Arc<Shared>,
+    msg: jetstream::Message,
+    slots: &Arc<Semaphore>,
+    released: &Arc<Notify>,
+) {
     let Ok(permit) = slots.clone().try_acquire_owned() else {
         // More arrived than was asked for (a request from before a
         // reconnect); hand it straight back.
@@ -266,16 +264,10 @@ async fn start(shared: &Arc<Shared>, msg: Message, slots: &Arc<Semaphore>, relea
     }));
 }
 
-async fn hand_back(shared: &Shared, msg: &Message) {
-    if let Some(reply) = &msg.reply {
-        shared.counters.handed_back.fetch_add(1, Ordering::Relaxed);
-        if let Err(err) = shared
-            .client
-            .publish(reply.clone(), Bytes::from_static(b"-NAK"))
-            .await
-        {
-            warn!(%err, "could not hand a task back; it returns after ack_wait");
-        }
+async fn hand_back(shared: &Shared, msg: &jetstream::Message) {
+    shared.counters.handed_back.fetch_add(1, Ordering::Relaxed);
+    if let Err(err) = msg.ack_with(AckKind::Nak(None)).await {
+        warn!(%err, "could not hand a task back; it returns after ack_wait");
     }
 }
 
@@ -288,10 +280,10 @@ async fn drain(
     let concurrency = shared.config.concurrency as u32;
     let grace_end = Instant::now() + shared.config.grace;
     let hand_back_open_requests = async {
-        let until = puller.asked_at + PULL_EXPIRES + Duration::from_millis(500);
-        while puller.credits > 0 {
+        let until = puller.credits.asked_at() + PULL_EXPIRES + Duration::from_millis(500);
+        while puller.credits.outstanding() > 0 {
             tokio::select! {
-                msg = puller.sub.next() => match msg {
+                msg = puller.next() => match msg {
                     Some(msg) => if let Some(task) = puller.take(msg) { hand_back(shared, &task).await },
                     None => break,
                 },
@@ -331,7 +323,7 @@ fn finishing_limit(concurrency: usize) -> usize {
 }
 
 /// Returns its slot and wakes the pull loop when a task's handler is done.
-pub(crate) struct Slot {
+struct Slot {
     _permit: OwnedSemaphorePermit,
     released: Arc<Notify>,
 }
@@ -339,88 +331,5 @@ pub(crate) struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.released.notify_one();
-    }
-}
-
-/// Pull requests on one inbox, with the count of tasks asked for and not yet
-/// delivered.
-struct Puller {
-    client: Client,
-    next_subject: String,
-    inbox: String,
-    sub: Subscriber,
-    credits: usize,
-    asked_at: Instant,
-    /// When the inbox last delivered anything (a task or a status).
-    last_heard: Instant,
-    pause: bool,
-}
-
-impl Puller {
-    async fn new(client: Client, next_subject: String) -> Result<Self, Error> {
-        let inbox = client.new_inbox();
-        let sub = client
-            .subscribe(inbox.clone())
-            .await
-            .kind(ErrorKind::Connection)?;
-        Ok(Puller {
-            client,
-            next_subject,
-            inbox,
-            sub,
-            credits: 0,
-            asked_at: Instant::now(),
-            last_heard: Instant::now(),
-            pause: false,
-        })
-    }
-
-    async fn ask(&mut self, batch: usize) -> anyhow::Result<()> {
-        let request = format!(
-            "{{\"batch\":{batch},\"expires\":{}}}",
-            PULL_EXPIRES.as_nanos()
-        );
-        self.client
-            .publish_with_reply(
-                self.next_subject.clone(),
-                self.inbox.clone(),
-                request.into(),
-            )
-            .await?;
-        debug!(batch, "asked for tasks");
-        self.credits += batch;
-        self.asked_at = Instant::now();
-        Ok(())
-    }
-
-    /// Accounts for one message on the inbox: a task (returned) or a status
-    /// that ends a request.
-    fn take(&mut self, msg: Message) -> Option<Message> {
-        self.last_heard = Instant::now();
-        match msg.status {
-            None | Some(StatusCode::OK) => {
-                self.credits = self.credits.saturating_sub(1);
-                Some(msg)
-            }
-            Some(StatusCode::IDLE_HEARTBEAT) => None,
-            Some(status) => {
-                let undelivered = msg
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Pending-Messages"))
-                    .and_then(|v| v.as_str().parse::<usize>().ok());
-                match undelivered {
-                    Some(n) => self.credits = self.credits.saturating_sub(n),
-                    None => {
-                        // Refused outright (max waiting, leader change):
-                        // start over after a pause, not in a hot loop.
-                        debug!(%status, description = ?msg.description, "pull request ended");
-                        self.credits = 0;
-                        self.pause = true;
-                    }
-                }
-                None
-            }
-        }
     }
 }

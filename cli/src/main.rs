@@ -1,10 +1,20 @@
-//! The `fleet` binary: parse, set up logging, run, map the outcome to an exit
-//! code (0 ok, 1 a task failed or timed out, 2 usage or connection errors).
+//! The `fleet` binary: parse, set up logging, run a command of the library,
+//! map the outcome to an exit code (0 ok, 1 a task failed or timed out, 2
+//! usage, connection, credential or setup errors).
+
+mod args;
+mod commands;
+mod output;
+mod progress;
+mod submit;
+
+use std::error::Error as _;
 
 use clap::Parser;
-use fleet::cli::{self, Cli, Command};
 use fleet::ErrorKind;
 use tracing_subscriber::EnvFilter;
+
+use args::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
@@ -40,13 +50,20 @@ async fn run(cli: Cli) -> i32 {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli::run(cli, shutdown_signal()).await {
+    match commands::run(cli, shutdown_signal()).await {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err}");
+            // The error, then each cause, on one line.
+            let mut line = format!("error: {err}");
+            let mut source = err.source();
+            while let Some(cause) = source {
+                line.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("{line}");
             match err.kind() {
-                ErrorKind::Usage | ErrorKind::Connection | ErrorKind::Setup => 2,
-                ErrorKind::Other => 1,
+                ErrorKind::Io => 1,
+                _ => 2,
             }
         }
     }

@@ -5,21 +5,32 @@
 //! - failed: exactly one committed result, an error (expected for poison);
 //! - lost: acknowledged, and no committed result;
 //! - duplicated: more than one committed result;
-//! - unknown: never acknowledged by NATS (the submitter says "not submitted").
+//! - unknown: never acknowledged by NATS (the submitter's code 503, not
+//!   submitted).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+
+use fleet::contract::{code, header};
 
 /// The checker's table.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
+    /// Tasks NATS acknowledged.
     pub acknowledged: usize,
+    /// One committed ok result.
     pub ok: usize,
+    /// One committed error result.
     pub failed: usize,
+    /// Acknowledged, no committed result.
     pub lost: usize,
+    /// More than one committed result.
     pub duplicated: usize,
+    /// Never acknowledged.
     pub unknown: usize,
+    /// Numbers of the lost tasks.
     pub lost_ids: Vec<u64>,
+    /// Numbers of the duplicated tasks.
     pub duplicated_ids: Vec<u64>,
 }
 
@@ -62,34 +73,33 @@ pub async fn check(
     tasks: u64,
     submit_lines: &[serde_json::Value],
 ) -> Report {
-    let never_acked: std::collections::HashSet<String> = submit_lines
+    let never_acked: HashSet<String> = submit_lines
         .iter()
-        .filter(|l| {
-            l["error"]
-                .as_str()
-                .is_some_and(|e| e.starts_with("not submitted"))
-        })
-        .map(|l| l["id"].as_str().unwrap().to_string())
+        .filter(|l| l["code"].as_u64() == Some(u64::from(code::NOT_SUBMITTED)))
+        .map(|l| l["id"].as_str().expect("every line has an id").to_string())
         .collect();
     let mut kept: HashMap<String, Vec<bool>> = HashMap::new();
-    for msg in super::read_stream(url, "RESULTS").await {
+    for msg in crate::read_stream(url, fleet::contract::RESULTS_STREAM).await {
         let is_error = msg
             .headers
             .as_ref()
-            .is_some_and(|h| h.get("Nats-Service-Error-Code").is_some());
+            .is_some_and(|h| h.get(header::SERVICE_ERROR_CODE).is_some());
         kept.entry(msg.subject.to_string())
             .or_default()
             .push(!is_error);
     }
     let mut report = Report::default();
     for n in 1..=tasks {
-        let id = format!("{batch}.{n}");
+        let id = fleet::contract::batch_task_id(batch, n);
         if never_acked.contains(&id) {
             report.unknown += 1;
             continue;
         }
         report.acknowledged += 1;
-        match kept.get(&format!("results.{id}")).map(Vec::as_slice) {
+        match kept
+            .get(&fleet::contract::default_reply(&id))
+            .map(Vec::as_slice)
+        {
             None | Some([]) => {
                 report.lost += 1;
                 report.lost_ids.push(n);

@@ -1,0 +1,70 @@
+//! How much each scenario does in a full and in a quick run.
+
+use serde::Serialize;
+
+/// Counts of one run of the benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct Counts {
+    /// Rounds of the echo, sha256 and durability comparisons; the best counts.
+    pub rounds: usize,
+    /// Tasks of the echo window-256 runs with one node.
+    pub tput: usize,
+    /// Tasks of the window-1 latency runs.
+    pub lat: usize,
+    /// Tasks of the runs with 2 and 4 nodes.
+    pub multi: usize,
+    /// Tasks of the sha256 64 KiB runs.
+    pub sha: usize,
+    /// Seconds of sleep-10ms work per run (times the ideal rate).
+    pub sleep_s: f64,
+    /// Seconds a node sits idle before its RSS is read.
+    pub idle_s: f64,
+    /// Sleep tasks of the in-flight RSS run.
+    pub inflight_tasks: usize,
+    /// How long each of those sleeps.
+    pub inflight_sleep: &'static str,
+    /// Tasks of the big submitter-memory run.
+    pub big: usize,
+    /// Tasks of the `sync_interval: always` runs.
+    pub sync: usize,
+    /// Messages of `nats bench`.
+    pub nats_bench: usize,
+}
+
+/// A full run: a few minutes on 2 cores.
+pub const FULL: Counts = Counts {
+    rounds: 3,
+    tput: 40_000,
+    lat: 2_000,
+    multi: 40_000,
+    sha: 2_000,
+    sleep_s: 2.0,
+    idle_s: 3.0,
+    inflight_tasks: 768,
+    inflight_sleep: "1s",
+    big: 1_000_000,
+    sync: 5_000,
+    nats_bench: 100_000,
+};
+
+/// A quick run: every scenario with tiny counts, seconds. Proves the
+/// benchmark works; measures nothing.
+pub const QUICK: Counts = Counts {
+    rounds: 1,
+    tput: 5_000,
+    lat: 100,
+    multi: 1_000,
+    sha: 20,
+    sleep_s: 0.2,
+    idle_s: 1.0,
+    inflight_tasks: 256,
+    inflight_sleep: "500ms",
+    big: 20_000,
+    sync: 300,
+    nats_bench: 5_000,
+};
+
+/// Slots per node in the sleep runs.
+pub const SLEEP_CONCURRENCY: usize = 64;
+/// How long one sleep task takes.
+pub const SLEEP_TASK_S: f64 = 0.010;

@@ -1,0 +1,366 @@
+//! `fleet-bench`, run by `bin/bench`: every scenario, each on a fresh
+//! nats-server of the test kit; prints the table and writes it as JSON and
+//! Markdown. Exits 1 when a scenario could not be measured (targets missed
+//! are reported, not errors).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use fleet_bench::config::{Counts, FULL, QUICK, SLEEP_CONCURRENCY, SLEEP_TASK_S};
+use fleet_bench::report;
+use fleet_bench::rows::{rows, Runs};
+use fleet_bench::scenarios::{self, echo_line, hex_64k_line, lines_file, Bins, FleetRun, Run};
+
+/// fleet against a hand-written ceiling, on servers of its own.
+#[derive(Debug, Parser)]
+#[command(name = "bin/bench")]
+struct Args {
+    /// Tiny counts: proves every scenario runs (seconds).
+    #[arg(long)]
+    quick: bool,
+    /// Where to write bench.json and bench.md.
+    #[arg(long, default_value = ".bench")]
+    out: PathBuf,
+    /// Rounds of the echo, sha256 and durability comparisons; the best counts.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Where fleet and ceiling are (default: beside this program).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+struct Bench {
+    bins: Bins,
+    counts: Counts,
+    work: tempfile::TempDir,
+    runs: Runs,
+    errors: Vec<String>,
+}
+
+impl Bench {
+    /// Runs one scenario, keeps its result under `name` (a list over rounds)
+    /// and prints one line; a failure is recorded, not raised.
+    fn measure(&mut self, name: &str, what: &str, f: impl FnOnce(&Bins) -> anyhow::Result<Run>) {
+        let started = Instant::now();
+        match f(&self.bins) {
+            Ok(run) => {
+                let shown = if run.tasks_per_s > 0.0 {
+                    format!(
+                        "{:.0} tasks/s, p50 {:.0} us",
+                        run.tasks_per_s, run.latency_us.p50
+                    )
+                } else {
+                    serde_json::to_string(&run).unwrap_or_default()
+                };
+                eprintln!(
+                    "  {what}: {shown} ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+                self.runs.entry(name.to_string()).or_default().push(run);
+            }
+            Err(err) => {
+                eprintln!(
+                    "  {what}: FAILED: {}",
+                    format!("{err:#}").lines().next().unwrap_or("")
+                );
+                self.errors.push(format!("{name}: {err:#}"));
+            }
+        }
+    }
+
+    fn input(
+        &self,
+        name: &str,
+        count: usize,
+        line: impl Fn(usize) -> Vec<u8>,
+    ) -> anyhow::Result<PathBuf> {
+        lines_file(self.work.path(), name, count, line)
+    }
+
+    fn run_all(&mut self) -> anyhow::Result<()> {
+        let c = self.counts.clone();
+        eprintln!("nats CLI bench (the server's own figures)");
+        self.measure("nats_bench", "nats bench js pub async + js consume", |_| {
+            scenarios::nats_bench(c.nats_bench)
+        });
+
+        let echo = self.input("echo", c.tput, echo_line)?;
+        let echo_lat = self.input("echo", c.lat, echo_line)?;
+        let multi = self.input("echo", c.multi, echo_line)?;
+        let sha = self.input("hex64k", c.sha, hex_64k_line)?;
+        for i in 1..=c.rounds {
+            eprintln!(
+                "round {i} of {}: echo window 256 and window 1, more nodes, sha256",
+                c.rounds
+            );
+            for (mode, ephemeral, name) in [("plain", true, "ephemeral"), ("kept", false, "kept")] {
+                self.measure(
+                    &format!("ceiling_{mode}_w256"),
+                    &format!("ceiling {mode} w256"),
+                    |b| scenarios::ceiling(b, mode, c.tput, 256, 100, "echo", None),
+                );
+                self.measure(
+                    &format!("fleet_{name}_w256_n1"),
+                    &format!("fleet {name} w256 1 node"),
+                    |b| {
+                        scenarios::fleet(
+                            b,
+                            &FleetRun {
+                                ephemeral,
+                                ..FleetRun::new("echo", &echo, 256)
+                            },
+                        )
+                    },
+                );
+            }
+            for (mode, ephemeral, name) in [("plain", true, "ephemeral"), ("kept", false, "kept")] {
+                self.measure(
+                    &format!("ceiling_{mode}_w1"),
+                    &format!("ceiling {mode} w1"),
+                    |b| scenarios::ceiling(b, mode, c.lat, 1, 100, "echo", None),
+                );
+                self.measure(
+                    &format!("fleet_{name}_w1"),
+                    &format!("fleet {name} w1"),
+                    |b| {
+                        scenarios::fleet(
+                            b,
+                            &FleetRun {
+                                ephemeral,
+                                ..FleetRun::new("echo", &echo_lat, 1)
+                            },
+                        )
+                    },
+                );
+            }
+            // More nodes share the 2 cores with the server and the submitter.
+            for nodes in [2, 4] {
+                for (ephemeral, name) in [(true, "ephemeral"), (false, "kept")] {
+                    self.measure(
+                        &format!("fleet_{name}_w256_n{nodes}"),
+                        &format!("fleet {name} w256 {nodes} nodes"),
+                        |b| {
+                            scenarios::fleet(
+                                b,
+                                &FleetRun {
+                                    ephemeral,
+                                    nodes,
+                                    ..FleetRun::new("echo", &multi, 256)
+                                },
+                            )
+                        },
+                    );
+                }
+            }
+            self.measure("ceiling_sha256", "ceiling kept sha256 64 KiB", |b| {
+                scenarios::ceiling(b, "kept", c.sha, 256, 64 * 1024, "sha256", None)
+            });
+            self.measure("fleet_sha256", "fleet sha256 64 KiB w256 1 node", |b| {
+                scenarios::fleet(b, &FleetRun::new("sha256", &sha, 256))
+            });
+        }
+
+        eprintln!("sleep 10ms, concurrency {SLEEP_CONCURRENCY} per node");
+        for nodes in [1, 2, 4] {
+            let ideal = (nodes * SLEEP_CONCURRENCY) as f64 / SLEEP_TASK_S;
+            let tasks = (ideal * c.sleep_s) as usize;
+            let path = self.input("sleep10ms", tasks, |_| b"10ms".to_vec())?;
+            self.measure(
+                &format!("fleet_sleep_n{nodes}"),
+                &format!("fleet sleep 10ms {nodes} node(s)"),
+                |b| {
+                    scenarios::fleet(
+                        b,
+                        &FleetRun {
+                            nodes,
+                            concurrency: SLEEP_CONCURRENCY,
+                            ephemeral: true,
+                            ..FleetRun::new("sleep", &path, 2 * nodes * SLEEP_CONCURRENCY)
+                        },
+                    )
+                },
+            );
+        }
+
+        eprintln!("cost: node RSS idle and with 256 in flight, submitter for many tasks");
+        self.measure("node_idle", &format!("node idle {} s", c.idle_s), |b| {
+            scenarios::idle_rss(b, Duration::from_secs_f64(c.idle_s))
+        });
+        let sleep = c.inflight_sleep;
+        let inflight = self.input(&format!("sleep{sleep}"), c.inflight_tasks, |_| {
+            sleep.as_bytes().to_vec()
+        })?;
+        self.measure("node_inflight", "node, 256 sleep tasks in flight", |b| {
+            scenarios::fleet(
+                b,
+                &FleetRun {
+                    concurrency: 256,
+                    ephemeral: true,
+                    ..FleetRun::new("sleep", &inflight, 256)
+                },
+            )
+        });
+        let big = self.input("echo", c.big, echo_line)?;
+        self.measure(
+            "submit_big",
+            &format!("fleet submit {} echo tasks (ephemeral, w256)", c.big),
+            |b| {
+                scenarios::fleet(
+                    b,
+                    &FleetRun {
+                        ephemeral: true,
+                        timeout: Duration::from_secs(900),
+                        ..FleetRun::new("echo", &big, 256)
+                    },
+                )
+            },
+        );
+
+        eprintln!("durability: sync_interval: always, {} round(s)", c.rounds);
+        let conf =
+            fleet_testkit::server::sync_always_conf(&self.work.path().join("sync-always.conf"));
+        let sync_in = self.input("echo", c.sync, echo_line)?;
+        for _ in 0..c.rounds {
+            self.measure("ceiling_kept_sync", "ceiling kept w256, sync always", |b| {
+                scenarios::ceiling(b, "kept", c.sync, 256, 100, "echo", Some(&conf))
+            });
+            self.measure("fleet_kept_sync", "fleet kept w256, sync always", |b| {
+                scenarios::fleet(
+                    b,
+                    &FleetRun {
+                        conf: Some(&conf),
+                        ..FleetRun::new("echo", &sync_in, 256)
+                    },
+                )
+            });
+            self.measure(
+                "fleet_kept_sync_c256",
+                "fleet kept w256 concurrency 256, sync always",
+                |b| {
+                    scenarios::fleet(
+                        b,
+                        &FleetRun {
+                            concurrency: 256,
+                            conf: Some(&conf),
+                            ..FleetRun::new("echo", &sync_in, 256)
+                        },
+                    )
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+fn git_describe() -> String {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(fleet_testkit::root())
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let head = run(&["rev-parse", "--short", "HEAD"]);
+    let dirty = !run(&["status", "--porcelain"]).is_empty();
+    format!("{head}{}", if dirty { "+dirty" } else { "" })
+}
+
+fn server_version() -> String {
+    std::process::Command::new(fleet_testkit::tool("nats-server"))
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .trim_start_matches("nats-server: ")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn now_utc() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut counts = if args.quick { QUICK } else { FULL };
+    if let Some(rounds) = args.rounds {
+        counts.rounds = rounds.max(1);
+    }
+    let started = Instant::now();
+    let bin_dir = match args.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench's directory")?
+            .to_path_buf(),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut meta = serde_json::json!({
+        "date": now_utc(),
+        "mode": if args.quick { "quick" } else { "full" },
+        "nats_server": server_version(),
+        "cores": cores,
+        "rounds": counts.rounds,
+        "counts": counts,
+        "git": git_describe(),
+    });
+    eprintln!(
+        "fleet bench ({}): nats-server {}, {cores} cores",
+        meta["mode"].as_str().unwrap_or(""),
+        meta["nats_server"].as_str().unwrap_or("")
+    );
+    let mut bench = Bench {
+        bins: Bins::in_dir(&bin_dir)?,
+        counts: counts.clone(),
+        work: tempfile::Builder::new().prefix("fleet-bench-").tempdir()?,
+        runs: Runs::new(),
+        errors: Vec::new(),
+    };
+    let measuring = Instant::now();
+    bench.run_all()?;
+    meta["runtime_s"] = serde_json::json!(started.elapsed().as_secs_f64());
+    meta["measuring_s"] = serde_json::json!(measuring.elapsed().as_secs_f64());
+    let table = rows(&bench.runs, &counts, cores);
+    let path = report::write(
+        &args.out,
+        &meta,
+        &table,
+        &serde_json::to_value(&bench.runs)?,
+        &bench.errors,
+    )?;
+    println!();
+    println!(
+        "fleet bench, {}: nats-server {}, {cores} cores, git {}, {:.0} s",
+        meta["mode"].as_str().unwrap_or(""),
+        meta["nats_server"].as_str().unwrap_or(""),
+        meta["git"].as_str().unwrap_or(""),
+        started.elapsed().as_secs_f64()
+    );
+    println!("ratio = fleet / ceiling: for tasks/s and MiB/s higher is better; for us, MiB and CPU lower is");
+    println!("{}", report::text_table(&table));
+    println!(
+        "\nwritten: {} and {}",
+        path.display(),
+        path.with_extension("md").display()
+    );
+    if !bench.errors.is_empty() {
+        println!("\nerrors:");
+        for e in &bench.errors {
+            println!("  {}", e.lines().next().unwrap_or(""));
+        }
+        std::process::exit(1);
+    }
+    Ok(())
+}

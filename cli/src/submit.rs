@@ -1,0 +1,100 @@
+//! `fleet submit`: feeds the library's submitter from the arguments or
+//! standard input, and shows its events: each task's end, a progress bar,
+//! the summary, the exit code.
+
+use std::io::{self, IsTerminal};
+
+use bytes::Bytes;
+use fleet::{Error, ErrorKind, Event, SubmitConfig, Summary};
+use futures::{Stream, StreamExt};
+use tokio::io::AsyncBufReadExt;
+
+use crate::args::SubmitArgs;
+use crate::commands::ExitCode;
+use crate::output::{Format, Printer};
+
+pub(crate) async fn run(client: async_nats::Client, args: SubmitArgs) -> Result<ExitCode, Error> {
+    let from_args = !args.payloads.is_empty();
+    let config = SubmitConfig {
+        kind: args.kind,
+        window: args.window,
+        timeout: args.timeout.into(),
+        ephemeral: args.ephemeral,
+        batch: args.batch,
+        task_timeout: args.task_timeout,
+    };
+    // A bar for large or unknown-sized batches, on a terminal only.
+    let progress = !args.no_progress
+        && io::stderr().is_terminal()
+        && (!from_args || args.payloads.len() > 100);
+    let bar = crate::progress::bar(from_args.then_some(args.payloads.len() as u64), progress);
+    let format = if args.json { Format::Json } else { args.format };
+    let mut printer = Printer::new(format, tokio::io::BufWriter::new(tokio::io::stdout()));
+    let input: Box<dyn Stream<Item = io::Result<Bytes>> + Send + Unpin> = if from_args {
+        let items: Vec<io::Result<Bytes>> = args
+            .payloads
+            .into_iter()
+            .map(|p| Ok(Bytes::from(p)))
+            .collect();
+        Box::new(futures::stream::iter(items))
+    } else {
+        Box::new(stdin_lines())
+    };
+    let mut events = fleet::submit(client.clone(), config, input).await?;
+    let mut summary: Option<Summary> = None;
+    let out_err = |e| Error::with_source(ErrorKind::Io, "writing to standard output", e);
+    while let Some(event) = events.next().await {
+        match event? {
+            Event::Ended(end) => {
+                bar.inc(1);
+                printer.print(&end).await.map_err(out_err)?;
+            }
+            Event::Finished(s) => summary = Some(s),
+        }
+    }
+    printer.flush().await.map_err(out_err)?;
+    bar.finish_and_clear();
+    let summary = summary
+        .ok_or_else(|| Error::new(ErrorKind::Io, "the submission ended without a summary"))?;
+    let _ = client.flush().await;
+    eprintln!("{summary}");
+    if let Some(path) = args.summary_json {
+        let json = serde_json::to_vec_pretty(&summary).expect("the summary serializes");
+        std::fs::write(&path, json).map_err(|e| {
+            Error::with_source(ErrorKind::Io, format!("writing {}", path.display()), e)
+        })?;
+    }
+    if summary.all_ok() {
+        return Ok(0);
+    }
+    if summary.failed + summary.timed_out > 0 {
+        eprintln!(
+            "error: {} of {} tasks failed or timed out",
+            summary.failed + summary.timed_out,
+            summary.tasks
+        );
+    }
+    Ok(1)
+}
+
+/// Standard input, one payload per line (bytes, not necessarily UTF-8),
+/// read as needed: a million lines are never held at once.
+fn stdin_lines() -> impl Stream<Item = io::Result<Bytes>> + Send + Unpin {
+    let reader = tokio::io::BufReader::with_capacity(64 * 1024, tokio::io::stdin());
+    Box::pin(futures::stream::unfold(reader, |mut reader| async move {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) => None,
+            Ok(_) => {
+                if line.ends_with(b"\n") {
+                    line.pop();
+                    if line.ends_with(b"\r") {
+                        line.pop();
+                    }
+                }
+                Some((Ok(Bytes::from(line)), reader))
+            }
+            Err(err) => Some((Err(err), reader)),
+        }
+    }))
+}

@@ -1,0 +1,390 @@
+//! The task envelope: what a handler receives, and the pure checks that turn
+//! a delivered message into one (kind, id, reply subject, timeout).
+//!
+//! Every parser here is total: bad input becomes a [`TaskError`] with code
+//! 400, never a panic (the tests below fuzz them).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::contract::{self, header};
+use crate::error::{FailureKind, TaskError};
+
+/// One task, as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// The submitter's `Task-Id`, or the task's `TASKS` stream sequence.
+    pub id: String,
+    /// The kind: the subject after `tasks.`.
+    pub kind: String,
+    /// Which delivery this is, 1 for the first.
+    pub attempt: u32,
+    /// When this attempt is cancelled.
+    pub deadline: Instant,
+    /// The payload, unchanged.
+    pub payload: Bytes,
+    /// The task's headers, as published (shared, not copied, per task).
+    pub headers: Arc<HeaderMap>,
+}
+
+/// What the server's delivery says about a task: which attempt, which
+/// stream sequence (read from the ack subject by async-nats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    /// Which delivery this is, 1 for the first.
+    pub(crate) attempt: u32,
+    /// Sequence of the task in the `TASKS` stream.
+    pub(crate) stream_seq: u64,
+}
+
+/// The kind of a task published to `subject`, or `None` outside `tasks.`.
+pub(crate) fn kind_of(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix(contract::TASK_PREFIX)
+        .filter(|kind| !kind.is_empty())
+}
+
+/// Parses a duration such as `250ms`, `30s` or `1m 30s`: more than zero and
+/// at most [`contract::MAX_TASK_TIMEOUT`].
+///
+/// # Errors
+/// A [`TaskError`] with code 400 naming the bad value.
+pub fn parse_timeout(value: &str) -> Result<Duration, TaskError> {
+    let parsed = humantime::parse_duration(value.trim())
+        .map_err(|e| TaskError::reject(format!("bad {}: {value:?}: {e}", header::TASK_TIMEOUT)))?;
+    if parsed.is_zero() || parsed > contract::MAX_TASK_TIMEOUT {
+        return Err(TaskError::reject(format!(
+            "bad {}: {value:?}: must be more than 0 and at most {}",
+            header::TASK_TIMEOUT,
+            humantime::format_duration(contract::MAX_TASK_TIMEOUT)
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Checks that `id` can name a task: subject-safe tokens, at most
+/// [`contract::MAX_TASK_ID_BYTES`].
+///
+/// # Errors
+/// A [`TaskError`] with code 400.
+pub fn check_task_id(id: &str) -> Result<(), TaskError> {
+    if id.len() > contract::MAX_TASK_ID_BYTES {
+        return Err(TaskError::reject(format!(
+            "bad {}: longer than {} bytes",
+            header::TASK_ID,
+            contract::MAX_TASK_ID_BYTES
+        )));
+    }
+    check_tokens(id)
+        .map_err(|why| TaskError::reject(format!("bad {} {id:?}: {why}", header::TASK_ID)))
+}
+
+/// Checks that a result may be published to `subject`: a literal subject
+/// (no wildcards, no empty tokens, no `$` system subjects) under one of the
+/// `allowed` prefixes.
+///
+/// # Errors
+/// A [`TaskError`] with code 400 saying why it was refused.
+pub(crate) fn check_reply_subject(subject: &str, allowed: &[String]) -> Result<(), TaskError> {
+    let refuse = |why: &str| TaskError::reject(format!("reply subject {subject:?} refused: {why}"));
+    if subject.len() > contract::MAX_REPLY_BYTES {
+        return Err(refuse(&format!(
+            "longer than {} bytes",
+            contract::MAX_REPLY_BYTES
+        )));
+    }
+    check_tokens(subject).map_err(|why| refuse(&why))?;
+    if subject.starts_with('$') {
+        return Err(refuse("system subjects ($JS, $SYS, ...) are never a reply"));
+    }
+    if !allowed
+        .iter()
+        .any(|prefix| subject.starts_with(prefix.as_str()) && subject.len() > prefix.len())
+    {
+        return Err(refuse(&format!(
+            "not under an allowed prefix ({})",
+            allowed.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn check_tokens(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("empty".into());
+    }
+    for token in s.split('.') {
+        if token.is_empty() {
+            return Err("empty token".into());
+        }
+        if token.contains(['*', '>']) {
+            return Err("wildcards are not allowed".into());
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("white space or control characters".into());
+        }
+    }
+    Ok(())
+}
+
+/// Total size of a header block as names plus values.
+pub(crate) fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, values)| {
+            values
+                .iter()
+                .map(|v| AsRef::<str>::as_ref(name).len() + v.as_str().len() + 4)
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+/// The parts of a task that decide where its result goes, read before anything
+/// that may fail so even a malformed task can be answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    /// Task id (see [`Task::id`]).
+    pub(crate) id: String,
+    /// Where the result goes.
+    pub(crate) reply: String,
+    /// The per-attempt timeout.
+    pub(crate) timeout: Duration,
+}
+
+impl Envelope {
+    /// Reads id, reply subject and timeout from a task's headers.
+    ///
+    /// # Errors
+    /// When a header is malformed, the error is returned together with an
+    /// envelope whose id and reply are safe to answer on (`results.<id>`).
+    pub(crate) fn read(
+        headers: Option<&HeaderMap>,
+        stream_seq: u64,
+        default_timeout: Duration,
+        allowed_replies: &[String],
+    ) -> Result<Envelope, Box<(Envelope, TaskError)>> {
+        let mut envelope = Envelope {
+            id: stream_seq.to_string(),
+            reply: contract::default_reply(&stream_seq.to_string()),
+            timeout: default_timeout,
+        };
+        let Some(headers) = headers else {
+            return Ok(envelope);
+        };
+        if header_bytes(headers) > contract::MAX_HEADER_BYTES {
+            let err = TaskError::reject(format!(
+                "headers larger than {} bytes",
+                contract::MAX_HEADER_BYTES
+            ));
+            return Err(Box::new((envelope, err)));
+        }
+        if let Some(id) = headers.get(header::TASK_ID) {
+            if let Err(err) = check_task_id(id.as_str()) {
+                return Err(Box::new((envelope, err)));
+            }
+            envelope.id = id.as_str().to_string();
+            envelope.reply = contract::default_reply(&envelope.id);
+        }
+        if let Some(timeout) = headers.get(header::TASK_TIMEOUT) {
+            match parse_timeout(timeout.as_str()) {
+                Ok(timeout) => envelope.timeout = timeout,
+                Err(err) => return Err(Box::new((envelope, err))),
+            }
+        }
+        if let Some(reply) = headers.get(header::REPLY_TO) {
+            if let Err(err) = check_reply_subject(reply.as_str(), allowed_replies) {
+                return Err(Box::new((envelope, err)));
+            }
+            envelope.reply = reply.as_str().to_string();
+        }
+        Ok(envelope)
+    }
+
+    /// Whether the result subject belongs to this task alone, so a second
+    /// result can be fenced off by subject sequence.
+    pub(crate) fn reply_is_own(&self) -> bool {
+        self.reply
+            .strip_prefix(contract::RESULT_PREFIX)
+            .is_some_and(|rest| rest == self.id)
+    }
+
+    /// Whether the result is kept by `RESULTS` (and so waits for its PubAck).
+    pub(crate) fn reply_is_kept(&self) -> bool {
+        self.reply.starts_with(contract::RESULT_PREFIX)
+    }
+}
+
+/// The error a task of unknown kind ends with.
+pub(crate) fn no_such_kind(kind: &str) -> TaskError {
+    TaskError::new(
+        FailureKind::NoSuchKind,
+        format!("no handler for kind {kind:?}"),
+    )
+}
+
+/// An error text as a header value: one line of printable text, at most
+/// [`contract::MAX_ERROR_CHARS`] characters.
+pub(crate) fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(contract::MAX_ERROR_CHARS)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn allowed() -> Vec<String> {
+        contract::DEFAULT_ALLOWED_REPLY_PREFIXES
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, *v);
+        }
+        h
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_task_without_headers_is_named_by_its_sequence() {
+        let env = Envelope::read(None, 42, MINUTE, &allowed()).unwrap();
+        assert_eq!(env.id, "42");
+        assert_eq!(env.reply, "results.42");
+        assert_eq!(env.timeout, MINUTE);
+        assert!(env.reply_is_own() && env.reply_is_kept());
+    }
+
+    #[test]
+    fn task_id_names_the_result_subject() {
+        let h = headers(&[("Task-Id", "batch.7")]);
+        let env = Envelope::read(Some(&h), 1, MINUTE, &allowed()).unwrap();
+        assert_eq!(
+            (env.id.as_str(), env.reply.as_str()),
+            ("batch.7", "results.batch.7")
+        );
+    }
+
+    #[test]
+    fn a_shared_reply_subject_is_not_own() {
+        let h = headers(&[("Task-Id", "a"), ("Reply-To", "results.demo")]);
+        let env = Envelope::read(Some(&h), 1, MINUTE, &allowed()).unwrap();
+        assert!(!env.reply_is_own() && env.reply_is_kept());
+        let h = headers(&[("Reply-To", "_INBOX.abc.1")]);
+        let env = Envelope::read(Some(&h), 1, MINUTE, &allowed()).unwrap();
+        assert!(!env.reply_is_own() && !env.reply_is_kept());
+    }
+
+    #[test]
+    fn bad_headers_still_leave_a_safe_answer_subject() {
+        for (name, value) in [
+            ("Task-Timeout", "forever"),
+            ("Task-Timeout", "0s"),
+            ("Task-Timeout", "25h"),
+            ("Reply-To", "$JS.API.STREAM.DELETE.TASKS"),
+            ("Reply-To", "results.>"),
+            ("Reply-To", "elsewhere.x"),
+            ("Reply-To", "results..x"),
+            ("Task-Id", "a b"),
+            ("Task-Id", "*"),
+        ] {
+            let h = headers(&[(name, value)]);
+            let (env, err) = *Envelope::read(Some(&h), 9, MINUTE, &allowed()).unwrap_err();
+            assert_eq!(err.code(), 400, "{name}: {value}");
+            assert!(!err.is_retryable());
+            assert!(
+                env.reply.starts_with("results."),
+                "{name}: {value}: {}",
+                env.reply
+            );
+            assert!(!env.reply.contains(['*', '>', ' ']), "{}", env.reply);
+        }
+    }
+
+    #[test]
+    fn huge_header_blocks_are_refused() {
+        let big = "x".repeat(contract::MAX_HEADER_BYTES);
+        let h = headers(&[("Pad", &big)]);
+        let (_, err) = *Envelope::read(Some(&h), 1, MINUTE, &allowed()).unwrap_err();
+        assert!(err.message().contains("headers larger"), "{err}");
+    }
+
+    #[test]
+    fn limits_come_from_the_contract() {
+        assert!(check_task_id(&"a".repeat(contract::MAX_TASK_ID_BYTES)).is_ok());
+        assert!(check_task_id(&"a".repeat(contract::MAX_TASK_ID_BYTES + 1)).is_err());
+        let long = format!("results.{}", "a".repeat(contract::MAX_REPLY_BYTES));
+        assert!(check_reply_subject(&long, &allowed()).is_err());
+        assert!(parse_timeout("24h").is_ok());
+        assert!(parse_timeout("24h 1s").is_err());
+    }
+
+    #[test]
+    fn kinds_come_from_the_subject() {
+        assert_eq!(kind_of("tasks.image.resize"), Some("image.resize"));
+        assert_eq!(kind_of("tasks."), None);
+        assert_eq!(kind_of("other.echo"), None);
+        assert_eq!(no_such_kind("x").kind(), FailureKind::NoSuchKind);
+    }
+
+    #[test]
+    fn one_line_flattens_and_bounds_error_text() {
+        assert_eq!(one_line("a\nb\tc"), "a b c");
+        assert_eq!(
+            one_line(&"é".repeat(5000)).chars().count(),
+            contract::MAX_ERROR_CHARS
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,300}") {
+            let _ = parse_timeout(&s);
+            let _ = check_task_id(&s);
+            let _ = check_reply_subject(&s, &allowed());
+            let _ = kind_of(&s);
+        }
+
+        #[test]
+        fn accepted_reply_subjects_are_literal_and_allowed(s in "[a-zA-Z0-9_$*>. -]{0,40}") {
+            if check_reply_subject(&s, &allowed()).is_ok() {
+                prop_assert!(!s.contains('*') && !s.contains('>') && !s.contains(' '));
+                prop_assert!(!s.starts_with('$'));
+                prop_assert!(s.starts_with("results.") || s.starts_with("_INBOX."));
+                prop_assert!(!s.split('.').any(str::is_empty));
+            }
+        }
+
+        #[test]
+        fn durations_round_trip(ms in 1u64..86_400_000) {
+            let text = humantime::format_duration(Duration::from_millis(ms)).to_string();
+            prop_assert_eq!(parse_timeout(&text).unwrap(), Duration::from_millis(ms));
+        }
+
+        #[test]
+        fn envelope_never_panics_on_any_headers(id in "\\PC{0,40}", timeout in "\\PC{0,20}", reply in "\\PC{0,40}") {
+            let mut h = HeaderMap::new();
+            for (name, value) in [("Task-Id", &id), ("Task-Timeout", &timeout), ("Reply-To", &reply)] {
+                if !value.contains(['\r', '\n']) {
+                    h.insert(name, value.as_str());
+                }
+            }
+            match Envelope::read(Some(&h), 5, MINUTE, &allowed()) {
+                Ok(env) => prop_assert!(env.reply.starts_with("results.") || env.reply.starts_with("_INBOX.")),
+                Err(boxed) => prop_assert!(boxed.0.reply.starts_with("results.")),
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The two writes a task may end with: its result and its dead letter.
+//!
+//! A result under `results.` is written with JetStream and the node waits for
+//! its PubAck. On the task's own subject (`results.<task-id>`) it carries
+//! `Nats-Expected-Last-Subject-Sequence: 0`; on a shared one,
+//! `Nats-Msg-Id: result-<TASKS seq>`. Either fence turns a second result for
+//! the same task into a refusal, reported as [`Written::AlreadyKept`]. A
+//! dead letter carries `Nats-Msg-Id: dead-<TASKS seq>`.
+
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use tracing::debug;
+
+use super::decide::Written;
+use super::lifecycle::Ctx;
+use crate::contract::{self, header, msg_id};
+use crate::envelope::{header_bytes, one_line};
+use crate::error::TaskError;
+
+/// Room kept under `max_payload` for the subject and framing of a message.
+const FRAMING: usize = 512;
+
+/// The headers of a task's result (ok when `error` is `None`).
+fn result_headers(ctx: &Ctx<'_>, error: Option<&TaskError>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::TASK_ID, ctx.envelope.id.as_str());
+    headers.insert(header::TASK_NODE, ctx.shared.node_header.clone());
+    headers.insert(
+        header::TASK_ATTEMPT,
+        ctx.delivery.attempt.to_string().as_str(),
+    );
+    if let Some(err) = error {
+        headers.insert(header::SERVICE_ERROR, one_line(err.message()).as_str());
+        headers.insert(header::SERVICE_ERROR_CODE, err.code().to_string().as_str());
+    }
+    headers
+}
+
+/// Publishes the task's result (ok when `error` is `None`).
+pub(super) async fn result(ctx: &Ctx<'_>, output: Bytes, error: Option<&TaskError>) -> Written {
+    let headers = result_headers(ctx, error);
+    let reply = ctx.envelope.reply.as_str();
+    if !ctx.envelope.reply_is_kept() {
+        // A core reply subject (an inbox): nothing keeps it, nothing to wait for.
+        return match ctx
+            .shared
+            .client
+            .publish_with_headers(reply.to_string(), headers, output)
+            .await
+        {
+            Ok(()) => Written::Kept,
+            Err(e) if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                Written::TooLarge(e.to_string())
+            }
+            Err(e) => Written::Failed(format!("publishing the result: {e}")),
+        };
+    }
+    let publish = PublishMessage::build().payload(output).headers(headers);
+    // The subject fence needs no message id (and spares the server its
+    // duplicate tracking); a shared reply subject has only the id.
+    let publish = if ctx.envelope.reply_is_own() {
+        publish.expected_last_subject_sequence(0)
+    } else {
+        publish.message_id(format!("{}{}", msg_id::RESULT, ctx.delivery.stream_seq))
+    };
+    let written = written(confirm(ctx, reply.to_string(), publish).await);
+    if written == Written::AlreadyKept {
+        debug!(task = %ctx.envelope.id, "result already committed by an earlier attempt");
+    }
+    written
+}
+
+/// Copies the task to `dead.<kind>` with what went wrong. A payload that
+/// would not fit under `max_payload` with the added headers is cut, and
+/// `Task-Truncated` says how long it was.
+pub(super) async fn dead_letter(ctx: &Ctx<'_>, err: &TaskError) -> Written {
+    let mut headers = HeaderMap::new();
+    // Keep the task's own headers for a replay, but not the JetStream ones
+    // (`Nats-Msg-Id`, `Nats-Expected-*`): they would refuse the copy.
+    for (name, values) in ctx.msg.headers.iter().flat_map(|h| h.iter()) {
+        let lower = AsRef::<str>::as_ref(name).to_ascii_lowercase();
+        if !lower.starts_with(header::NATS_PREFIX) {
+            for value in values {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+    }
+    for (name, value) in [
+        (header::TASK_ID, ctx.envelope.id.clone()),
+        (header::TASK_KIND, ctx.kind.to_string()),
+        (header::TASK_SEQ, ctx.delivery.stream_seq.to_string()),
+        (header::TASK_ATTEMPT, ctx.delivery.attempt.to_string()),
+        (header::TASK_NODE, ctx.shared.config.name.clone()),
+        (header::SERVICE_ERROR, one_line(err.message())),
+        (header::SERVICE_ERROR_CODE, err.code().to_string()),
+    ] {
+        headers.insert(name, value.as_str());
+    }
+    let mut payload = ctx.msg.payload.clone();
+    let room = ctx
+        .shared
+        .client
+        .max_payload()
+        .saturating_sub(header_bytes(&headers) + FRAMING);
+    if payload.len() > room {
+        headers.insert(header::TASK_TRUNCATED, payload.len().to_string().as_str());
+        payload.truncate(room);
+    }
+    let kind = if ctx.kind.is_empty() { "_" } else { ctx.kind };
+    let publish = PublishMessage::build()
+        .payload(payload)
+        .headers(headers)
+        .message_id(format!("{}{}", msg_id::DEAD, ctx.delivery.stream_seq));
+    match written(confirm(ctx, contract::dead_subject(kind), publish).await) {
+        Written::Failed(e) | Written::TooLarge(e) => {
+            Written::Failed(format!("writing the dead letter: {e}"))
+        }
+        other => other,
+    }
+}
+
+/// Publishes with JetStream and waits for the PubAck.
+async fn confirm(
+    ctx: &Ctx<'_>,
+    subject: String,
+    publish: PublishMessage,
+) -> Result<PublishAck, PublishError> {
+    match ctx.shared.js.send_publish(subject, publish).await {
+        Ok(ack) => ack.await,
+        Err(e) => Err(e),
+    }
+}
+
+/// What a JetStream publish's answer means for the task.
+fn written(ack: Result<PublishAck, PublishError>) -> Written {
+    match ack {
+        Ok(ack) if ack.duplicate => Written::AlreadyKept,
+        Ok(_) => Written::Kept,
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Written::AlreadyKept,
+        Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+            Written::TooLarge(e.to_string())
+        }
+        Err(e) => Written::Failed(e.to_string()),
+    }
+}

@@ -1,0 +1,386 @@
+//! A three-server JetStream cluster made from the shipped
+//! `deploy/cluster/n*.conf`, on loopback: only ports, route hosts and store
+//! directories are rewritten, so the test runs what users deploy.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use futures::StreamExt;
+
+use crate::process::signal;
+use crate::{free_port, root, tool};
+
+/// One server of the loopback cluster.
+#[derive(Debug)]
+pub struct ClusterServer {
+    /// `nats1`, `nats2`, `nats3`.
+    pub name: String,
+    /// Client port.
+    pub port: u16,
+    /// Route port.
+    pub cluster_port: u16,
+    /// Monitoring port.
+    pub http_port: u16,
+    /// Store, generated config, log.
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl ClusterServer {
+    /// Its client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Its generated config.
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("server.conf")
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// What it has logged.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .expect("the server's log file");
+        let child = Command::new(tool("nats-server"))
+            .arg("-c")
+            .arg(self.conf())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting nats-server");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, "KILL");
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether it runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// A GET on its monitoring port, the body parsed as JSON.
+    pub fn monitor(&self, path: &str) -> Option<serde_json::Value> {
+        let mut conn = TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(conn, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response).ok()?;
+        let (_, body) = response.split_once("\r\n\r\n")?;
+        serde_json::from_str(body).ok()
+    }
+}
+
+impl Drop for ClusterServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Three servers forming one JetStream cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The servers, `nats1` to `nats3`.
+    pub servers: Vec<ClusterServer>,
+}
+
+/// Starts the shipped cluster on loopback and waits until it has a JetStream
+/// meta leader with both other peers current: only then can R3 streams be
+/// made. Ports are picked free, but another process may take one before
+/// the server binds it: then the cluster is started again on new ports.
+pub fn run_cluster() -> Cluster {
+    for _ in 0..3 {
+        if let Some(cluster) = try_start() {
+            return cluster;
+        }
+    }
+    panic!("three tries at free ports all clashed with other processes");
+}
+
+impl Cluster {
+    /// All client URLs, comma-separated, as `NATS_URL` in deploy/ gives them.
+    pub fn urls(&self) -> String {
+        self.servers
+            .iter()
+            .map(ClusterServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The index of the server named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.servers.iter().position(|s| s.name == name)
+    }
+
+    /// (what, log file) of every server, for [`crate::LogsOnFailure`].
+    pub fn logs(&self) -> Vec<(String, PathBuf)> {
+        self.servers
+            .iter()
+            .map(|s| (format!("{} {}", s.name, s.url()), s.log()))
+            .collect()
+    }
+}
+
+/// Replaces the one occurrence of `from` in a shipped config; panics when it
+/// is not there exactly once, so an edit of the config cannot silently turn
+/// a test into a test of something else.
+fn replace_once(text: &str, from: &str, to: &str, file: &str) -> String {
+    let found = text.matches(from).count();
+    assert_eq!(
+        found, 1,
+        "{file}: expected `{from}` exactly once, found it {found} times"
+    );
+    text.replacen(from, to, 1)
+}
+
+/// `deploy/cluster/n<i>.conf` rewritten for loopback: client, cluster and
+/// monitoring ports, route hosts nats1..3, and `store_dir`. Everything else
+/// (cluster name, server_name, sync_interval, limits) is used as shipped.
+fn loopback_config(i: usize, servers: &[ClusterServer]) -> String {
+    let file = format!("deploy/cluster/n{i}.conf");
+    let me = &servers[i - 1];
+    let mut text = std::fs::read_to_string(root().join(&file))
+        .unwrap_or_else(|e| panic!("reading {file}: {e}"));
+    assert!(
+        text.contains(&format!("server_name: {}", me.name)),
+        "{file} does not name its server {}",
+        me.name
+    );
+    assert!(
+        text.contains("sync_interval: always"),
+        "{file} should fsync before every acknowledgement"
+    );
+    text = replace_once(
+        &text,
+        "0.0.0.0:4222",
+        &format!("127.0.0.1:{}", me.port),
+        &file,
+    );
+    text = replace_once(
+        &text,
+        "0.0.0.0:6222",
+        &format!("127.0.0.1:{}", me.cluster_port),
+        &file,
+    );
+    text = replace_once(
+        &text,
+        "0.0.0.0:8222",
+        &format!("127.0.0.1:{}", me.http_port),
+        &file,
+    );
+    for (j, other) in servers.iter().enumerate() {
+        let route = format!("nats://nats{}:6222", j + 1);
+        text = replace_once(
+            &text,
+            &route,
+            &format!("nats://127.0.0.1:{}", other.cluster_port),
+            &file,
+        );
+    }
+    let store_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("store_dir:"))
+        .unwrap_or_else(|| panic!("{file} has no store_dir"))
+        .to_string();
+    assert!(
+        store_line.contains("/var/lib/nats/"),
+        "{file}: store_dir should be under /var/lib/nats: {store_line}"
+    );
+    let store = me.dir.path().join("jetstream");
+    replace_once(
+        &text,
+        &store_line,
+        &format!("  store_dir: \"{}\"", store.display()),
+        &file,
+    )
+}
+
+fn try_start() -> Option<Cluster> {
+    let mut servers: Vec<ClusterServer> = (1..=3)
+        .map(|i| ClusterServer {
+            name: format!("nats{i}"),
+            port: free_port(),
+            cluster_port: free_port(),
+            http_port: free_port(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            child: None,
+        })
+        .collect();
+    for i in 1..=3 {
+        let conf = loopback_config(i, &servers);
+        std::fs::write(servers[i - 1].conf(), conf).expect("writing a config");
+    }
+    for server in &mut servers {
+        server.spawn();
+    }
+    let mut cluster = Cluster { servers };
+    wait_for_meta_leader(&mut cluster).then_some(cluster)
+}
+
+/// Waits until every server names the same JetStream meta leader and the
+/// leader sees both other peers as current. False when a server could not
+/// bind its ports.
+fn wait_for_meta_leader(cluster: &mut Cluster) -> bool {
+    let start = Instant::now();
+    loop {
+        for server in cluster.servers.iter_mut() {
+            if let Some(status) = server
+                .child
+                .as_mut()
+                .expect("started")
+                .try_wait()
+                .expect("polling")
+            {
+                if server.log_text().contains("address already in use") {
+                    return false;
+                }
+                panic!(
+                    "{} exited ({status}) while starting:\n{}",
+                    server.name,
+                    server.log_text()
+                );
+            }
+        }
+        let metas: Vec<serde_json::Value> = cluster
+            .servers
+            .iter()
+            .map(|s| {
+                s.monitor("/jsz")
+                    .map(|j| j["meta_cluster"].clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let leader = metas[0]["leader"].as_str().unwrap_or_default();
+        let agreed = !leader.is_empty()
+            && metas
+                .iter()
+                .all(|m| m["leader"] == leader && m["cluster_size"] == 3);
+        let leader_meta = cluster
+            .servers
+            .iter()
+            .zip(&metas)
+            .find(|(s, _)| s.name == leader)
+            .map(|(_, m)| m);
+        let peers_current = leader_meta.is_some_and(|m| {
+            let replicas = m["replicas"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            replicas.len() == 2
+                && replicas
+                    .iter()
+                    .all(|r| r["current"] == true && r["offline"] != true)
+        });
+        if agreed && peers_current {
+            eprintln!(
+                "cluster formed in {:?}; meta leader {leader}",
+                start.elapsed()
+            );
+            return true;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let logs: String = cluster
+                .servers
+                .iter()
+                .map(|s| format!("--- {} ---\n{}\n", s.name, s.log_text()))
+                .collect();
+            panic!("the cluster did not form in 30s; meta: {metas:?}\n{logs}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A stream's info once it answers, has a leader and meets `ready`: right
+/// after a server dies, streams whose leader it was answer nothing until
+/// their Raft group elects another (4 to 9 s in nats-server).
+pub async fn stream_info_when(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    limit: Instant,
+    ready: impl Fn(&async_nats::jetstream::stream::Info) -> bool,
+) -> async_nats::jetstream::stream::Info {
+    loop {
+        let last = match js.get_stream(name).await {
+            Ok(mut stream) => match stream.info().await {
+                Ok(info) => {
+                    let has_leader = info.cluster.as_ref().is_some_and(|c| c.leader.is_some());
+                    if has_leader && ready(info) {
+                        return info.clone();
+                    }
+                    format!(
+                        "{} messages, cluster {:?}",
+                        info.state.messages, info.cluster
+                    )
+                }
+                Err(err) => err.to_string(),
+            },
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            Instant::now() < limit,
+            "stream {name} not ready in time: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many results `RESULTS` keeps per subject, read through `url`,
+/// retried from scratch on an error: after a server dies, creating even an
+/// ordered consumer fails until the meta leader is elected again.
+pub async fn kept_per_subject(url: &str, limit: Instant) -> HashMap<String, usize> {
+    loop {
+        match try_kept_per_subject(url).await {
+            Ok(counts) => return counts,
+            Err(err) => assert!(
+                Instant::now() < limit,
+                "reading RESULTS through {url}: {err:#}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn try_kept_per_subject(url: &str) -> anyhow::Result<HashMap<String, usize>> {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await?);
+    let mut stream = js.get_stream("RESULTS").await?;
+    let mut counts = HashMap::new();
+    if stream.info().await?.state.messages == 0 {
+        return Ok(counts);
+    }
+    let mut messages = stream
+        .create_consumer(OrderedConfig::default())
+        .await?
+        .messages()
+        .await?;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the ordered consumer ended"))??;
+        *counts.entry(msg.subject.to_string()).or_insert(0) += 1;
+        if msg.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending == 0 {
+            return Ok(counts);
+        }
+    }
+}

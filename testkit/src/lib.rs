@@ -1,0 +1,116 @@
+//! fleet's one test harness, used by the integration tests (`tests/`) and by
+//! the benchmark (`bench/`): real nats-servers on free loopback ports with
+//! fresh stores, three-server clusters from the shipped configs, `fleet`
+//! processes, signals, readers of what NATS kept, and the fault checker.
+//! Nothing here mocks anything.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`server`] | one nats-server of a test's own: start, stop, restart |
+//! | [`cluster`] | three servers from `deploy/cluster/n*.conf` on loopback |
+//! | [`process`] | `fleet node` and `fleet submit` processes, signals |
+//! | [`streams`] | what a stream holds, read with an ordered consumer |
+//! | [`checker`] | classifies every task from what `RESULTS` committed |
+//! | [`rng`] | a seeded random source whose seed is printed, to replay a run |
+
+pub mod checker;
+pub mod cluster;
+pub mod process;
+pub mod rng;
+pub mod server;
+pub mod streams;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+pub use cluster::{run_cluster, Cluster};
+pub use process::{fleet, signal, spawn_submit, KillOnDrop, LogsOnFailure, NodeProc};
+pub use server::NatsServer;
+pub use streams::{read_stream, results_per_subject, stream_len, stream_state};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lives in the repository")
+        .to_path_buf()
+}
+
+/// A tool from `.tools/bin` (bin/setup) or PATH; panics with what to do.
+pub fn tool(name: &str) -> PathBuf {
+    let local = root().join(".tools/bin").join(name);
+    if local.exists() {
+        return local;
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!("{name} not found in .tools/bin or on PATH: run bin/setup");
+}
+
+/// The `fleet` binary under test: `FLEET_BIN`, or the one built beside the
+/// running executable (`target/<profile>/fleet`, next to `deps/`).
+pub fn fleet_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("FLEET_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the running executable");
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join("fleet");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "no fleet binary beside {}: build it (cargo build -p fleet-cli, or bin/test) or set FLEET_BIN",
+        exe.display()
+    );
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("binding a loopback port")
+        .local_addr()
+        .expect("a bound address")
+        .port()
+}
+
+/// Bytes as text, lossily.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A runtime for the tests that talk to NATS directly.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Parses `fleet submit --json` output into one value per line.
+pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+/// Lines `0..n` as submit input: `task-<i>`.
+pub fn numbered_lines(n: usize) -> String {
+    (0..n).map(|i| format!("task-{i}\n")).collect()
+}
+
+/// Lowercase hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
