@@ -160,6 +160,35 @@ pub fn redact_urls(servers: &str) -> String {
 }
 
 impl ConnectConfig {
+    /// A short value only these credentials give: the first 16 hex digits of
+    /// a SHA-256 over the secret they hold (seed, password, token, client
+    /// key); `None` without credentials. A submitter adds it to its tasks'
+    /// `Nats-Msg-Id`s so no one else can squat them.
+    pub fn msg_id_salt(&self) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let read = |p: &PathBuf| std::fs::read(p).ok();
+        let a = &self.auth;
+        let url_secret = self
+            .servers
+            .split(',')
+            .map(split_url)
+            .find_map(|u| u.password.or(u.user))
+            .map(String::into_bytes);
+        let secret = a
+            .creds_file
+            .as_ref()
+            .and_then(read)
+            .or_else(|| a.nkey_file.as_ref().and_then(read))
+            .or_else(|| a.password.clone().map(String::into_bytes))
+            .or_else(|| a.token.clone().map(String::into_bytes))
+            .or_else(|| self.tls.key.as_ref().and_then(read))
+            .or(url_secret)?;
+        let mut hash = Sha256::new();
+        hash.update(b"fleet msg-id salt\0");
+        hash.update(&secret);
+        Some(hex::encode(&hash.finalize()[..8]))
+    }
+
     /// The options for async-nats, and the URLs to connect to.
     fn options(&self) -> Result<(ConnectOptions, Vec<String>), Error> {
         let usage = |m: &str| Error::new(ErrorKind::Usage, m.to_string());
@@ -361,6 +390,29 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(half.options().unwrap_err().kind(), ErrorKind::Usage);
+    }
+
+    #[test]
+    fn the_salt_follows_the_secret_and_shows_none_of_it() {
+        let with = |password: &str| ConnectConfig {
+            auth: Auth {
+                user: Some("u".into()),
+                password: Some(password.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let a = with("hunter2").msg_id_salt().unwrap();
+        assert_eq!(a, with("hunter2").msg_id_salt().unwrap());
+        assert_ne!(a, with("hunter3").msg_id_salt().unwrap());
+        assert_eq!(a.len(), 16);
+        assert!(!a.contains("hunter"));
+        assert_eq!(ConnectConfig::default().msg_id_salt(), None);
+        let url = ConnectConfig {
+            servers: "nats://tok@h:1".into(),
+            ..Default::default()
+        };
+        assert!(url.msg_id_salt().is_some());
     }
 
     #[test]

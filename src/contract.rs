@@ -16,6 +16,13 @@ pub const RESULT_PREFIX: &str = "results.";
 /// to `dead.k`.
 pub const DEAD_PREFIX: &str = "dead.";
 
+/// Prefix of a tenant's space in the fleet account. A tenant account's
+/// users publish `tasks.<kind>` and read `results.…` as everyone does; the
+/// server's imports and exports map each subject `S` of tenant `t` to
+/// `tenant.<t>.S` in the fleet account, so the tenant of a task is the second
+/// token of the subject the server put it under, never something it says.
+pub const TENANT_PREFIX: &str = "tenant.";
+
 /// The work queue: WorkQueue retention, file storage.
 pub const TASKS_STREAM: &str = "TASKS";
 /// Results kept for submitters that were away: limits retention, a max age.
@@ -43,6 +50,8 @@ pub mod header {
     pub const TASK_KIND: &str = "Task-Kind";
     /// On dead letters: the `TASKS` stream sequence the task had.
     pub const TASK_SEQ: &str = "Task-Seq";
+    /// On tasks: an absolute deadline (RFC 3339); the task is not run after it.
+    pub const TASK_DEADLINE: &str = "Task-Deadline";
     /// On dead letters: the payload was cut to fit the server's
     /// `max_payload`; the value is the original size in bytes.
     pub const TASK_TRUNCATED: &str = "Task-Truncated";
@@ -77,15 +86,27 @@ pub mod code {
     pub const NOT_SUBMITTED: u16 = 503;
 }
 
-/// Prefixes of the de-duplication ids fleet writes (`Nats-Msg-Id`), each
-/// followed by a `TASKS` or `DEAD` stream sequence.
+/// The de-duplication ids fleet writes (`Nats-Msg-Id`). Those a node writes
+/// name the task by its `TASKS` sequence *and* the nanosecond the server
+/// stored it, which no one can know before the task exists: an id published
+/// ahead of time cannot squat a genuine result or dead letter.
 pub mod msg_id {
-    /// A result on a shared reply subject: `result-<TASKS seq>`.
+    /// Prefix of a result's id on a shared reply subject.
     pub const RESULT: &str = "result-";
-    /// A dead letter: `dead-<TASKS seq>`.
+    /// Prefix of a dead letter's id.
     pub const DEAD: &str = "dead-";
-    /// A replayed dead letter: `replay-<DEAD seq>`.
+    /// Prefix of a replayed dead letter's id: `replay-<DEAD seq>`.
     pub const REPLAY: &str = "replay-";
+
+    /// `result-<seq>-<stored ns>`.
+    pub fn result(seq: u64, stored_ns: i128) -> String {
+        format!("{RESULT}{seq}-{stored_ns}")
+    }
+
+    /// `dead-<seq>-<stored ns>`.
+    pub fn dead(seq: u64, stored_ns: i128) -> String {
+        format!("{DEAD}{seq}-{stored_ns}")
+    }
 }
 
 /// The JetStream API subjects fleet uses without a client helper.
@@ -125,8 +146,10 @@ pub const MAX_TASK_ID_BYTES: usize = 128;
 pub const MAX_REPLY_BYTES: usize = 256;
 /// Largest header block a node accepts on a task (names and values).
 pub const MAX_HEADER_BYTES: usize = 8 * 1024;
-/// Longest `Task-Timeout` a task may name.
+/// Longest `Task-Timeout` any node accepts.
 pub const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest `Task-Timeout` a node accepts unless its operator allows more.
+pub const DEFAULT_MAX_TASK_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Longest error text carried in `Nats-Service-Error`, in characters.
 pub const MAX_ERROR_CHARS: usize = 1024;
 
@@ -158,6 +181,32 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_WINDOW: usize = 256;
 /// How long a submitter waits for one task's result.
 pub const DEFAULT_RESULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `subject` in `tenant`'s space of the fleet account (itself without one).
+pub fn in_tenant(tenant: Option<&str>, subject: &str) -> String {
+    match tenant {
+        Some(t) => format!("{TENANT_PREFIX}{t}.{subject}"),
+        None => subject.to_string(),
+    }
+}
+
+/// Splits a fleet-account subject into its tenant (if under
+/// `tenant.<t>.`) and the subject as the tenant sees it.
+pub fn split_tenant(subject: &str) -> (Option<&str>, &str) {
+    match subject
+        .strip_prefix(TENANT_PREFIX)
+        .and_then(|rest| rest.split_once('.'))
+    {
+        Some((tenant, rest)) if !tenant.is_empty() && !rest.is_empty() => (Some(tenant), rest),
+        _ => (None, subject),
+    }
+}
+
+/// The subjects a stream under `prefix` (`tasks.`) captures: the fleet
+/// account's own and every tenant's.
+pub fn stream_subjects(prefix: &str) -> Vec<String> {
+    vec![format!("{prefix}>"), format!("{TENANT_PREFIX}*.{prefix}>")]
+}
 
 /// The subject a task of `kind` is published to.
 pub fn task_subject(kind: &str) -> String {
@@ -199,6 +248,35 @@ mod tests {
             api::consumer_next(TASKS_STREAM, DEFAULT_GROUP),
             "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers"
         );
+    }
+
+    #[test]
+    fn tenants_own_a_prefix_of_the_fleet_account() {
+        assert_eq!(
+            in_tenant(Some("alice"), "results.b.1"),
+            "tenant.alice.results.b.1"
+        );
+        assert_eq!(in_tenant(None, "results.b.1"), "results.b.1");
+        assert_eq!(
+            split_tenant("tenant.alice.tasks.image.resize"),
+            (Some("alice"), "tasks.image.resize")
+        );
+        assert_eq!(split_tenant("tasks.tenant.x"), (None, "tasks.tenant.x"));
+        assert_eq!(split_tenant("tenant.alice"), (None, "tenant.alice"));
+        assert_eq!(split_tenant("tenant..tasks.x"), (None, "tenant..tasks.x"));
+        assert_eq!(
+            stream_subjects(TASK_PREFIX),
+            ["tasks.>", "tenant.*.tasks.>"]
+        );
+    }
+
+    #[test]
+    fn node_written_ids_carry_the_stored_time() {
+        assert_eq!(
+            msg_id::result(7, 1_700_000_000_123_456_789),
+            "result-7-1700000000123456789"
+        );
+        assert_eq!(msg_id::dead(7, 1), "dead-7-1");
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct Task {
     pub id: String,
     /// The kind: the subject after `tasks.`.
     pub kind: String,
+    /// The tenant whose task this is (the fleet account's own: `None`), as
+    /// the server's import put it under `tenant.<name>.`.
+    pub tenant: Option<String>,
     /// Which delivery this is, 1 for the first.
     pub attempt: u32,
     /// When this attempt is cancelled.
@@ -39,6 +42,27 @@ pub(crate) struct Delivery {
     pub(crate) attempt: u32,
     /// Sequence of the task in the `TASKS` stream.
     pub(crate) stream_seq: u64,
+    /// When the server stored the task, in nanoseconds since 1970.
+    pub(crate) stored_ns: i128,
+}
+
+/// Where a delivered task came from: its tenant and its kind, both read
+/// from the subject the server stored it under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route<'a> {
+    /// `alice` for `tenant.alice.tasks.echo`; `None` for `tasks.echo`.
+    pub(crate) tenant: Option<&'a str>,
+    /// `echo`; empty when the subject is not a task subject.
+    pub(crate) kind: &'a str,
+}
+
+/// The tenant and kind of a task stored under `subject`.
+pub(crate) fn route(subject: &str) -> Route<'_> {
+    let (tenant, rest) = contract::split_tenant(subject);
+    Route {
+        tenant,
+        kind: kind_of(rest).unwrap_or_default(),
+    }
 }
 
 /// The kind of a task published to `subject`, or `None` outside `tasks.`.
@@ -46,6 +70,17 @@ pub(crate) fn kind_of(subject: &str) -> Option<&str> {
     subject
         .strip_prefix(contract::TASK_PREFIX)
         .filter(|kind| !kind.is_empty())
+}
+
+/// What a node lets a task ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Timeout of a task that names none.
+    pub(crate) default_timeout: Duration,
+    /// Longest `Task-Timeout` accepted.
+    pub(crate) max_timeout: Duration,
+    /// Prefixes a `Reply-To` must start with.
+    pub(crate) allowed_replies: Vec<String>,
 }
 
 /// Parses a duration such as `250ms`, `30s` or `1m 30s`: more than zero and
@@ -148,61 +183,80 @@ pub(crate) fn header_bytes(headers: &HeaderMap) -> usize {
 /// that may fail so even a malformed task can be answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Envelope {
-    /// Task id (see [`Task::id`]).
+    /// Task id (see [`Task::id`]), unique within its tenant.
     pub(crate) id: String,
-    /// Where the result goes.
+    /// Where the result goes, as the task's tenant sees it.
     pub(crate) reply: String,
     /// The per-attempt timeout.
     pub(crate) timeout: Duration,
+    /// The task's tenant, from its subject.
+    pub(crate) tenant: Option<String>,
 }
 
 impl Envelope {
-    /// Reads id, reply subject and timeout from a task's headers.
+    /// Reads id, reply subject and timeout from the headers of a task of
+    /// `tenant` stored at `stream_seq`.
     ///
     /// # Errors
-    /// When a header is malformed, the error is returned together with an
-    /// envelope whose id and reply are safe to answer on (`results.<id>`).
+    /// When a header is malformed or asks for more than `limits` allow, the
+    /// error is returned together with an envelope whose id and reply are
+    /// safe to answer on (`results.<id>` in the task's tenant).
     pub(crate) fn read(
         headers: Option<&HeaderMap>,
+        tenant: Option<&str>,
         stream_seq: u64,
-        default_timeout: Duration,
-        allowed_replies: &[String],
+        limits: &Limits,
     ) -> Result<Envelope, Box<(Envelope, TaskError)>> {
         let mut envelope = Envelope {
             id: stream_seq.to_string(),
             reply: contract::default_reply(&stream_seq.to_string()),
-            timeout: default_timeout,
+            timeout: limits.default_timeout,
+            tenant: tenant.map(str::to_string),
         };
         let Some(headers) = headers else {
             return Ok(envelope);
         };
+        match envelope.apply(headers, limits) {
+            Ok(()) => Ok(envelope),
+            Err(err) => Err(Box::new((envelope, err))),
+        }
+    }
+
+    fn apply(&mut self, headers: &HeaderMap, limits: &Limits) -> Result<(), TaskError> {
         if header_bytes(headers) > contract::MAX_HEADER_BYTES {
-            let err = TaskError::reject(format!(
+            return Err(TaskError::reject(format!(
                 "headers larger than {} bytes",
                 contract::MAX_HEADER_BYTES
-            ));
-            return Err(Box::new((envelope, err)));
+            )));
         }
         if let Some(id) = headers.get(header::TASK_ID) {
-            if let Err(err) = check_task_id(id.as_str()) {
-                return Err(Box::new((envelope, err)));
-            }
-            envelope.id = id.as_str().to_string();
-            envelope.reply = contract::default_reply(&envelope.id);
+            check_task_id(id.as_str())?;
+            self.id = id.as_str().to_string();
+            self.reply = contract::default_reply(&self.id);
         }
         if let Some(timeout) = headers.get(header::TASK_TIMEOUT) {
-            match parse_timeout(timeout.as_str()) {
-                Ok(timeout) => envelope.timeout = timeout,
-                Err(err) => return Err(Box::new((envelope, err))),
+            let timeout = parse_timeout(timeout.as_str())?;
+            if timeout > limits.max_timeout {
+                return Err(TaskError::reject(format!(
+                    "{} {} is longer than this node allows ({}, --max-task-timeout)",
+                    header::TASK_TIMEOUT,
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(limits.max_timeout)
+                )));
             }
+            self.timeout = timeout;
         }
         if let Some(reply) = headers.get(header::REPLY_TO) {
-            if let Err(err) = check_reply_subject(reply.as_str(), allowed_replies) {
-                return Err(Box::new((envelope, err)));
-            }
-            envelope.reply = reply.as_str().to_string();
+            check_reply_subject(reply.as_str(), &limits.allowed_replies)?;
+            self.reply = reply.as_str().to_string();
         }
-        Ok(envelope)
+        Ok(())
+    }
+
+    /// The subject the result is published to in the fleet account: the
+    /// reply subject inside the task's tenant.
+    pub(crate) fn result_subject(&self) -> String {
+        contract::in_tenant(self.tenant.as_deref(), &self.reply)
     }
 
     /// Whether the result subject belongs to this task alone, so a second
@@ -258,9 +312,17 @@ mod tests {
 
     const MINUTE: Duration = Duration::from_secs(60);
 
+    fn limits() -> Limits {
+        Limits {
+            default_timeout: MINUTE,
+            max_timeout: contract::DEFAULT_MAX_TASK_TIMEOUT,
+            allowed_replies: allowed(),
+        }
+    }
+
     #[test]
     fn a_task_without_headers_is_named_by_its_sequence() {
-        let env = Envelope::read(None, 42, MINUTE, &allowed()).unwrap();
+        let env = Envelope::read(None, None, 42, &limits()).unwrap();
         assert_eq!(env.id, "42");
         assert_eq!(env.reply, "results.42");
         assert_eq!(env.timeout, MINUTE);
@@ -270,7 +332,7 @@ mod tests {
     #[test]
     fn task_id_names_the_result_subject() {
         let h = headers(&[("Task-Id", "batch.7")]);
-        let env = Envelope::read(Some(&h), 1, MINUTE, &allowed()).unwrap();
+        let env = Envelope::read(Some(&h), None, 1, &limits()).unwrap();
         assert_eq!(
             (env.id.as_str(), env.reply.as_str()),
             ("batch.7", "results.batch.7")
@@ -280,10 +342,10 @@ mod tests {
     #[test]
     fn a_shared_reply_subject_is_not_own() {
         let h = headers(&[("Task-Id", "a"), ("Reply-To", "results.demo")]);
-        let env = Envelope::read(Some(&h), 1, MINUTE, &allowed()).unwrap();
+        let env = Envelope::read(Some(&h), None, 1, &limits()).unwrap();
         assert!(!env.reply_is_own() && env.reply_is_kept());
         let h = headers(&[("Reply-To", "_INBOX.abc.1")]);
-        let env = Envelope::read(Some(&h), 1, MINUTE, &allowed()).unwrap();
+        let env = Envelope::read(Some(&h), None, 1, &limits()).unwrap();
         assert!(!env.reply_is_own() && !env.reply_is_kept());
     }
 
@@ -293,6 +355,7 @@ mod tests {
             ("Task-Timeout", "forever"),
             ("Task-Timeout", "0s"),
             ("Task-Timeout", "25h"),
+            ("Task-Timeout", "2h"),
             ("Reply-To", "$JS.API.STREAM.DELETE.TASKS"),
             ("Reply-To", "results.>"),
             ("Reply-To", "elsewhere.x"),
@@ -301,8 +364,9 @@ mod tests {
             ("Task-Id", "*"),
         ] {
             let h = headers(&[(name, value)]);
-            let (env, err) = *Envelope::read(Some(&h), 9, MINUTE, &allowed()).unwrap_err();
+            let (env, err) = *Envelope::read(Some(&h), None, 9, &limits()).unwrap_err();
             assert_eq!(err.code(), 400, "{name}: {value}");
+            assert_eq!(env.tenant, None);
             assert!(!err.is_retryable());
             assert!(
                 env.reply.starts_with("results."),
@@ -314,10 +378,68 @@ mod tests {
     }
 
     #[test]
+    fn a_tenant_task_answers_inside_its_tenant_whatever_it_names() {
+        for (headers, result) in [
+            (vec![], "tenant.alice.results.3"),
+            (
+                vec![("Task-Id", "bob-batch.1")],
+                "tenant.alice.results.bob-batch.1",
+            ),
+            (
+                vec![("Reply-To", "results.bob-batch.2")],
+                "tenant.alice.results.bob-batch.2",
+            ),
+            (
+                vec![("Reply-To", "_INBOX.bob.1")],
+                "tenant.alice._INBOX.bob.1",
+            ),
+        ] {
+            let h = headers.iter().fold(HeaderMap::new(), |mut h, (k, v)| {
+                h.insert(*k, *v);
+                h
+            });
+            let env = Envelope::read(Some(&h), Some("alice"), 3, &limits()).unwrap();
+            assert_eq!(env.result_subject(), result);
+        }
+        let h = headers(&[("Reply-To", "tenant.bob.results.x")]);
+        let (env, err) = *Envelope::read(Some(&h), Some("alice"), 4, &limits()).unwrap_err();
+        assert_eq!(err.code(), 400);
+        assert_eq!(env.result_subject(), "tenant.alice.results.4");
+    }
+
+    #[test]
+    fn routes_come_from_the_stored_subject() {
+        assert_eq!(
+            route("tenant.alice.tasks.image.resize"),
+            Route {
+                tenant: Some("alice"),
+                kind: "image.resize"
+            }
+        );
+        assert_eq!(
+            route("tasks.echo"),
+            Route {
+                tenant: None,
+                kind: "echo"
+            }
+        );
+        assert_eq!(route("tenant.alice.other.x").kind, "");
+    }
+
+    #[test]
+    fn a_timeout_over_the_nodes_limit_is_refused() {
+        let h = headers(&[("Task-Timeout", "24h")]);
+        let (_, err) = *Envelope::read(Some(&h), None, 1, &limits()).unwrap_err();
+        assert!(err.message().contains("--max-task-timeout"), "{err}");
+        let h = headers(&[("Task-Timeout", "59m")]);
+        assert!(Envelope::read(Some(&h), None, 1, &limits()).is_ok());
+    }
+
+    #[test]
     fn huge_header_blocks_are_refused() {
         let big = "x".repeat(contract::MAX_HEADER_BYTES);
         let h = headers(&[("Pad", &big)]);
-        let (_, err) = *Envelope::read(Some(&h), 1, MINUTE, &allowed()).unwrap_err();
+        let (_, err) = *Envelope::read(Some(&h), None, 1, &limits()).unwrap_err();
         assert!(err.message().contains("headers larger"), "{err}");
     }
 
@@ -381,7 +503,7 @@ mod tests {
                     h.insert(name, value.as_str());
                 }
             }
-            match Envelope::read(Some(&h), 5, MINUTE, &allowed()) {
+            match Envelope::read(Some(&h), None, 5, &limits()) {
                 Ok(env) => prop_assert!(env.reply.starts_with("results.") || env.reply.starts_with("_INBOX.")),
                 Err(boxed) => prop_assert!(boxed.0.reply.starts_with("results.")),
             }

@@ -1,32 +1,55 @@
-//! The streams and the groups' consumers: their configuration (pure, below)
-//! and creating or binding them. Creating what already exists with the same
-//! config is a no-op on the server, so processes starting at once do not
-//! fight; a refusal is answered by binding what is there.
+//! The streams and the groups' consumers: their configuration (pure, below),
+//! making them ([`apply`], what `fleet setup` runs with admin rights), and
+//! binding to a group's consumer ([`bind`], all a node needs).
+//!
+//! Nodes and submitters only bind: a role that may not create or edit
+//! streams never needs to. [`ensure_streams`] and [`ensure_consumer`] keep
+//! the single-machine convenience (`--create`): make what is missing.
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy};
-use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
-use async_nats::jetstream::Context;
+use async_nats::jetstream::consumer::{self, pull, AckPolicy};
+use async_nats::jetstream::context::CreateStreamErrorKind;
+use async_nats::jetstream::stream::{
+    Config, ConsumerErrorKind, DiscardPolicy, RetentionPolicy, StorageType,
+};
+use async_nats::jetstream::{Context, ErrorCode};
 use tracing::{debug, warn};
 
 use crate::contract;
 use crate::error::{Error, ErrorKind, ResultExt};
 
-/// How the streams are made.
+const GIB: i64 = 1024 * 1024 * 1024;
+
+/// How the streams are made, limits included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSettings {
     /// Replicas of each stream: 1 on one server, 3 on a cluster.
     pub replicas: usize,
+    /// Most tasks `TASKS` holds; a full queue refuses new tasks.
+    pub tasks_max_msgs: i64,
+    /// Most bytes `TASKS` holds; a full queue refuses new tasks.
+    pub tasks_max_bytes: i64,
     /// How long `RESULTS` keeps a result.
     pub results_max_age: Duration,
+    /// Most bytes `RESULTS` holds; the oldest results go first.
+    pub results_max_bytes: i64,
+    /// How long `DEAD` keeps a dead letter.
+    pub dead_max_age: Duration,
+    /// Most bytes `DEAD` holds; the oldest letters go first.
+    pub dead_max_bytes: i64,
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
         StreamSettings {
             replicas: 1,
+            tasks_max_msgs: 5_000_000,
+            tasks_max_bytes: 2 * GIB,
             results_max_age: contract::DEFAULT_RESULTS_MAX_AGE,
+            results_max_bytes: 2 * GIB,
+            dead_max_age: Duration::from_secs(14 * 24 * 60 * 60),
+            dead_max_bytes: GIB / 2,
         }
     }
 }
@@ -55,11 +78,12 @@ impl Default for GroupSettings {
     }
 }
 
-/// The three streams of the wire contract.
+/// The three streams of the wire contract, each capturing the fleet
+/// account's subjects and every tenant's.
 pub fn stream_configs(settings: &StreamSettings) -> [Config; 3] {
-    let base = |name: &str, subject: String| Config {
+    let base = |name: &str, prefix: &str| Config {
         name: name.to_string(),
-        subjects: vec![subject],
+        subjects: contract::stream_subjects(prefix),
         storage: StorageType::File,
         num_replicas: settings.replicas,
         duplicate_window: contract::DUPLICATE_WINDOW,
@@ -70,47 +94,52 @@ pub fn stream_configs(settings: &StreamSettings) -> [Config; 3] {
         Config {
             retention: RetentionPolicy::WorkQueue,
             discard: DiscardPolicy::New,
-            ..base(
-                contract::TASKS_STREAM,
-                format!("{}>", contract::TASK_PREFIX),
-            )
+            max_messages: settings.tasks_max_msgs,
+            max_bytes: settings.tasks_max_bytes,
+            allow_message_ttl: true,
+            ..base(contract::TASKS_STREAM, contract::TASK_PREFIX)
         },
         Config {
             retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
             max_age: settings.results_max_age,
-            ..base(
-                contract::RESULTS_STREAM,
-                format!("{}>", contract::RESULT_PREFIX),
-            )
+            max_bytes: settings.results_max_bytes,
+            allow_message_ttl: true,
+            ..base(contract::RESULTS_STREAM, contract::RESULT_PREFIX)
         },
         Config {
             retention: RetentionPolicy::Limits,
-            ..base(contract::DEAD_STREAM, format!("{}>", contract::DEAD_PREFIX))
+            discard: DiscardPolicy::Old,
+            max_age: settings.dead_max_age,
+            max_bytes: settings.dead_max_bytes,
+            ..base(contract::DEAD_STREAM, contract::DEAD_PREFIX)
         },
     ]
 }
 
-/// The subjects a group's consumer takes.
+/// The subjects a group's consumer takes: its kinds, the fleet account's
+/// and every tenant's.
 pub fn group_filters(kinds: &[String]) -> Vec<String> {
+    let prefixes = contract::stream_subjects(contract::TASK_PREFIX);
     if kinds.is_empty() {
-        vec![format!("{}>", contract::TASK_PREFIX)]
-    } else {
-        kinds.iter().map(|k| contract::task_subject(k)).collect()
+        return prefixes;
     }
+    kinds
+        .iter()
+        .flat_map(|kind| {
+            prefixes
+                .iter()
+                .map(move |p| format!("{}{kind}", p.trim_end_matches('>')))
+        })
+        .collect()
 }
 
 /// The consumer config of a group.
 pub fn consumer_config(group: &GroupSettings) -> pull::Config {
-    let mut filters = group_filters(&group.kinds);
-    let (filter_subject, filter_subjects) = match filters.len() {
-        1 => (filters.remove(0), Vec::new()),
-        _ => (String::new(), filters),
-    };
     pull::Config {
         durable_name: Some(group.name.clone()),
         description: Some("fleet node group".to_string()),
-        filter_subject,
-        filter_subjects,
+        filter_subjects: group_filters(&group.kinds),
         ack_policy: AckPolicy::Explicit,
         ack_wait: group.ack_wait,
         // Attempts are counted by the nodes (a task whose last attempt died
@@ -125,7 +154,124 @@ pub fn consumer_config(group: &GroupSettings) -> pull::Config {
     }
 }
 
-/// Creates `TASKS`, `RESULTS` and `DEAD` where missing; binds where present.
+/// What [`apply`] did to each stream and consumer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Streams and consumers made.
+    pub created: Vec<String>,
+    /// Streams and consumers changed to the settings.
+    pub updated: Vec<String>,
+    /// Streams and consumers already as the settings say.
+    pub unchanged: Vec<String>,
+}
+
+/// Makes the streams and the groups' consumers as `settings` and `groups`
+/// say, creating what is missing and updating what differs (`fleet setup`).
+///
+/// # Errors
+/// [`ErrorKind::Setup`] when the server refuses a create or an update (an
+/// update may not change a stream's retention or storage, for instance);
+/// [`ErrorKind::Auth`]-like refusals surface as the server words them.
+pub async fn apply(
+    js: &Context,
+    settings: &StreamSettings,
+    groups: &[GroupSettings],
+) -> Result<Applied, Error> {
+    let mut applied = Applied::default();
+    for config in stream_configs(settings) {
+        let name = format!("stream {}", config.name);
+        match js.get_stream(&config.name).await {
+            Ok(stream) => {
+                let current = stream.cached_info().config.clone();
+                if same_stream(&current, &config) {
+                    applied.unchanged.push(name);
+                } else {
+                    js.update_stream(config)
+                        .await
+                        .or_fail(ErrorKind::Setup, || format!("updating {name}"))?;
+                    applied.updated.push(name);
+                }
+            }
+            Err(err) if !is_not_found(&err) => {
+                return Err(Error::with_source(
+                    ErrorKind::Setup,
+                    format!("reading {name}"),
+                    err,
+                ));
+            }
+            Err(_) => {
+                js.create_stream(config)
+                    .await
+                    .map_err(|e| setup_error(&name, e))?;
+                applied.created.push(name);
+            }
+        }
+    }
+    let tasks = js
+        .get_stream_no_info(contract::TASKS_STREAM)
+        .await
+        .or_fail(ErrorKind::Setup, || {
+            format!("reading stream {}", contract::TASKS_STREAM)
+        })?;
+    for group in groups {
+        let name = format!("group {}", group.name);
+        let wanted = consumer_config(group);
+        let existed = tasks
+            .consumer_info(&group.name)
+            .await
+            .ok()
+            .map(|i| i.config.clone());
+        match existed {
+            Some(current) if same_consumer(&current, &wanted) => applied.unchanged.push(name),
+            existed => {
+                tasks
+                    .create_consumer(wanted)
+                    .await
+                    .or_fail(ErrorKind::Setup, || format!("making {name}"))?;
+                if existed.is_some() {
+                    applied.updated.push(name);
+                } else {
+                    applied.created.push(name);
+                }
+            }
+        }
+    }
+    Ok(applied)
+}
+
+fn is_not_found(err: &async_nats::jetstream::context::GetStreamError) -> bool {
+    matches!(err.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
+fn same_stream(current: &Config, wanted: &Config) -> bool {
+    current.subjects == wanted.subjects
+        && current.num_replicas == wanted.num_replicas
+        && current.max_messages == wanted.max_messages
+        && current.max_bytes == wanted.max_bytes
+        && current.max_age == wanted.max_age
+        && current.discard == wanted.discard
+        && current.allow_message_ttl == wanted.allow_message_ttl
+        && current.allow_direct == wanted.allow_direct
+        && current.duplicate_window == wanted.duplicate_window
+}
+
+fn same_consumer(current: &consumer::Config, wanted: &pull::Config) -> bool {
+    current.filter_subjects == wanted.filter_subjects
+        && current.ack_wait == wanted.ack_wait
+        && current.max_ack_pending == wanted.max_ack_pending
+        && current.max_deliver == wanted.max_deliver
+}
+
+fn setup_error(what: &str, err: async_nats::jetstream::context::CreateStreamError) -> Error {
+    let kind = match err.kind() {
+        CreateStreamErrorKind::JetStreamUnavailable => ErrorKind::NotSetUp,
+        _ => ErrorKind::Setup,
+    };
+    Error::with_source(kind, format!("making {what}"), err)
+}
+
+/// Creates `TASKS`, `RESULTS` and `DEAD` where missing; uses them as they
+/// are where present (`--create` on one trusted machine).
 ///
 /// # Errors
 /// [`ErrorKind::Setup`] when a stream can neither be created nor found.
@@ -136,14 +282,11 @@ pub async fn ensure_streams(js: &Context, settings: &StreamSettings) -> Result<(
             Ok(_) => debug!(stream = %name, "stream ready"),
             Err(create_err) => {
                 // Exists with another config (an operator's edit, another
-                // version, a submitter that came first): use it as it is.
-                let mut stream = js.get_stream(&name).await.map_err(|_| {
-                    Error::with_source(
-                        ErrorKind::Setup,
-                        format!("creating stream {name}"),
-                        create_err,
-                    )
-                })?;
+                // version, another process that came first): use it as it is.
+                let mut stream = js
+                    .get_stream(&name)
+                    .await
+                    .map_err(|_| setup_error(&format!("stream {name}"), create_err))?;
                 let replicas = stream
                     .info()
                     .await
@@ -151,7 +294,7 @@ pub async fn ensure_streams(js: &Context, settings: &StreamSettings) -> Result<(
                     .unwrap_or(0);
                 if replicas != settings.replicas {
                     warn!(stream = %name, replicas, wanted = settings.replicas,
-                        "stream exists with another replica count; using it (change it with: nats stream edit {name} --replicas {})", settings.replicas);
+                        "stream exists with another replica count; using it (change it with: fleet setup --replicas {})", settings.replicas);
                 }
             }
         }
@@ -159,14 +302,14 @@ pub async fn ensure_streams(js: &Context, settings: &StreamSettings) -> Result<(
     Ok(())
 }
 
-/// Creates or updates a group's durable consumer.
+/// Creates a group's durable consumer where missing (`--create`).
 ///
 /// # Errors
 /// [`ErrorKind::Setup`] when the server refuses it (for example a second
 /// group whose kinds overlap the first on the work queue).
 pub async fn ensure_consumer(js: &Context, group: &GroupSettings) -> Result<(), Error> {
     let stream = js
-        .get_stream(contract::TASKS_STREAM)
+        .get_stream_no_info(contract::TASKS_STREAM)
         .await
         .or_fail(ErrorKind::Setup, || {
             format!("reading stream {}", contract::TASKS_STREAM)
@@ -175,7 +318,10 @@ pub async fn ensure_consumer(js: &Context, group: &GroupSettings) -> Result<(), 
     let mut last_err = None;
     // Processes of one group starting at once may race; the loser retries.
     for _ in 0..5 {
-        match stream.create_consumer(wanted.clone()).await {
+        match stream
+            .get_or_create_consumer(&group.name, wanted.clone())
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(err) => {
                 warn!(%err, group = %group.name, "consumer not created yet; retrying");
@@ -195,27 +341,93 @@ pub async fn ensure_consumer(js: &Context, group: &GroupSettings) -> Result<(), 
     ))
 }
 
+/// Binds to group `name`'s consumer on `TASKS`: one request, read-only.
+///
+/// # Errors
+/// [`ErrorKind::NotSetUp`] when the stream or the consumer does not exist,
+/// or JetStream is not enabled for the account (run `fleet setup`);
+/// [`ErrorKind::Connection`] when JetStream does not answer.
+pub async fn bind(js: &Context, name: &str) -> Result<consumer::Info, Error> {
+    match js
+        .get_consumer_from_stream::<pull::Config, _, _>(name, contract::TASKS_STREAM)
+        .await
+    {
+        Ok(consumer) => Ok(consumer.cached_info().clone()),
+        Err(err) => {
+            let not_set_up = match err.kind() {
+                ConsumerErrorKind::JetStream(e) => matches!(
+                    e.error_code(),
+                    ErrorCode::CONSUMER_NOT_FOUND
+                        | ErrorCode::STREAM_NOT_FOUND
+                        | ErrorCode::JETSTREAM_NOT_ENABLED
+                        | ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT
+                ),
+                _ => false,
+            };
+            if not_set_up {
+                Err(Error::with_source(
+                    ErrorKind::NotSetUp,
+                    format!(
+                        "no group {name:?} on stream {}: run `fleet setup` (or start with --create on a single trusted machine)",
+                        contract::TASKS_STREAM
+                    ),
+                    err,
+                ))
+            } else {
+                Err(Error::with_source(
+                    ErrorKind::Connection,
+                    format!(
+                        "binding group {name:?} on stream {}",
+                        contract::TASKS_STREAM
+                    ),
+                    err,
+                ))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn streams_follow_the_contract() {
+    fn streams_follow_the_contract_and_capture_every_tenant() {
         let [tasks, results, dead] = stream_configs(&StreamSettings::default());
-        assert_eq!(
-            (tasks.name.as_str(), tasks.subjects.as_slice()),
-            ("TASKS", &["tasks.>".to_string()][..])
-        );
+        assert_eq!(tasks.name, "TASKS");
+        assert_eq!(tasks.subjects, ["tasks.>", "tenant.*.tasks.>"]);
+        assert_eq!(results.subjects, ["results.>", "tenant.*.results.>"]);
+        assert_eq!(dead.subjects, ["dead.>", "tenant.*.dead.>"]);
         assert_eq!(tasks.retention, RetentionPolicy::WorkQueue);
-        assert_eq!(tasks.discard, DiscardPolicy::New);
         assert_eq!(results.retention, RetentionPolicy::Limits);
         assert_eq!(results.max_age, contract::DEFAULT_RESULTS_MAX_AGE);
-        assert_eq!(dead.subjects, vec!["dead.>".to_string()]);
         for s in [&tasks, &results, &dead] {
             assert!(s.allow_direct, "{}: direct gets read kept results", s.name);
             assert_eq!(s.storage, StorageType::File);
             assert_eq!(s.duplicate_window, contract::DUPLICATE_WINDOW);
         }
+    }
+
+    #[test]
+    fn every_stream_is_bounded() {
+        let [tasks, results, dead] = stream_configs(&StreamSettings::default());
+        // A full queue refuses new tasks (the submitter hears 503) rather
+        // than dropping queued ones.
+        assert_eq!(tasks.discard, DiscardPolicy::New);
+        assert!(tasks.max_messages > 0 && tasks.max_bytes > 0);
+        // Results and dead letters make room by dropping the oldest.
+        assert_eq!(
+            (results.discard, dead.discard),
+            (DiscardPolicy::Old, DiscardPolicy::Old)
+        );
+        assert!(results.max_bytes > 0 && dead.max_bytes > 0);
+        assert_eq!(dead.max_age, Duration::from_secs(14 * 24 * 3600));
+        assert!(results.allow_message_ttl, "results may carry their own TTL");
+        let total = tasks.max_bytes + results.max_bytes + dead.max_bytes;
+        assert!(
+            total < 10 * 1000 * 1000 * 1000,
+            "fits nats.conf's max_file_store of 10GB"
+        );
     }
 
     #[test]
@@ -228,10 +440,9 @@ mod tests {
     }
 
     #[test]
-    fn a_group_of_all_kinds_has_one_filter() {
+    fn a_group_of_all_kinds_takes_every_tenant_too() {
         let c = consumer_config(&GroupSettings::default());
-        assert_eq!(c.filter_subject, "tasks.>");
-        assert!(c.filter_subjects.is_empty());
+        assert_eq!(c.filter_subjects, ["tasks.>", "tenant.*.tasks.>"]);
         assert_eq!(c.durable_name.as_deref(), Some("workers"));
         assert_eq!(c.ack_policy, AckPolicy::Explicit);
         assert_eq!(c.max_deliver, -1, "nodes count attempts, not the server");
@@ -239,19 +450,20 @@ mod tests {
     }
 
     #[test]
-    fn a_group_of_several_kinds_has_several_filters() {
+    fn a_group_of_some_kinds_takes_them_in_every_tenant() {
         let group = GroupSettings {
             name: "images".into(),
             kinds: vec!["image.>".into(), "thumb".into()],
             ..Default::default()
         };
-        let c = consumer_config(&group);
-        assert!(c.filter_subject.is_empty());
-        assert_eq!(c.filter_subjects, vec!["tasks.image.>", "tasks.thumb"]);
-        let one = GroupSettings {
-            kinds: vec!["sha256".into()],
-            ..Default::default()
-        };
-        assert_eq!(consumer_config(&one).filter_subject, "tasks.sha256");
+        assert_eq!(
+            consumer_config(&group).filter_subjects,
+            [
+                "tasks.image.>",
+                "tenant.*.tasks.image.>",
+                "tasks.thumb",
+                "tenant.*.tasks.thumb"
+            ]
+        );
     }
 }

@@ -255,6 +255,7 @@ fn handler_panic_is_caught_per_task() {
         });
         let config = fleet::NodeConfig {
             name: "panicky".into(),
+            create: true,
             retry: fleet::RetryPolicy {
                 max_attempts: 2,
                 base_delay: Duration::from_millis(50),

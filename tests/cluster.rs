@@ -21,7 +21,18 @@ fn three_server_cluster_survives_a_killed_server_mid_batch() {
     let mut cluster = run_cluster();
     let work = tempfile::tempdir().unwrap();
     let urls = cluster.urls();
-    let node_args = ["--replicas", "3", "--ack-wait", "3s", "--concurrency", "32"];
+    // The operator's one step: streams with three replicas, the group.
+    let setup = fleet_testkit::process::fleet_at(
+        &urls,
+        &["setup", "--replicas", "3", "--ack-wait", "3s"],
+        b"",
+    );
+    assert!(
+        setup.status.success(),
+        "fleet setup: {}",
+        text(&setup.stderr)
+    );
+    let node_args = ["--concurrency", "32"];
     let mut nodes: Vec<NodeProc> = (1..=3)
         .map(|i| NodeProc::start(&urls, work.path(), &format!("node{i}"), &node_args, &[]))
         .collect();
@@ -37,7 +48,7 @@ fn three_server_cluster_survives_a_killed_server_mid_batch() {
     eprintln!("3 nodes ready after {:?}", started.elapsed());
 
     let rt = rt();
-    // --replicas 3 took effect: every stream has three replicas.
+    // fleet setup --replicas 3 took effect: every stream has three replicas.
     rt.block_on(async {
         let js = async_nats::jetstream::new(
             async_nats::connect(cluster.servers[0].url()).await.unwrap(),

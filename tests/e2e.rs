@@ -448,3 +448,50 @@ fn usage_and_connection_errors_exit_two() {
         text(&out.stderr)
     );
 }
+
+/// Without `fleet setup`, a node and a submitter say to run it and exit 2
+/// at once, instead of waiting or creating what their role may not.
+#[test]
+fn without_setup_node_and_submit_say_to_run_it() {
+    let server = NatsServer::start();
+    for args in [
+        &["node", "--name", "lonely"][..],
+        &["submit", "echo", "x"][..],
+    ] {
+        let started = Instant::now();
+        let out = fleet(&server, args, b"");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("run `fleet setup`"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+    let setup = fleet(&server, &["setup"], b"");
+    assert!(setup.status.success(), "{}", text(&setup.stderr));
+    assert!(
+        text(&setup.stdout).contains("created   stream TASKS"),
+        "{}",
+        text(&setup.stdout)
+    );
+    let again = fleet(&server, &["setup"], b"");
+    assert!(
+        text(&again.stdout).contains("unchanged group workers"),
+        "{}",
+        text(&again.stdout)
+    );
+    let _node = NodeProc::start(&server.url(), server.dir.path(), "bound", &[], &[]);
+    let out = fleet(&server, &["submit", "echo", "x"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "x\n");
+}

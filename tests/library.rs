@@ -26,6 +26,8 @@ fn rust_handler_runs_in_a_node_started_from_code() {
         registry.register("shout", shout);
         let config = NodeConfig {
             name: "in-process".into(),
+            // One trusted machine: make the streams and the group if missing.
+            create: true,
             ..Default::default()
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

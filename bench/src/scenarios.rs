@@ -220,18 +220,41 @@ impl<'a> FleetRun<'a> {
     }
 }
 
+/// `fleet setup` on `url`: streams and the default group, as an operator
+/// makes them once.
+fn setup(bins: &Bins, url: &str) -> anyhow::Result<()> {
+    let out = Command::new(&bins.fleet)
+        .args(["--server", url, "setup"])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "fleet setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// `nodes` fleet nodes and one `fleet submit` fed the input on stdin.
 pub fn fleet(bins: &Bins, run: &FleetRun<'_>) -> anyhow::Result<Run> {
     let server = server(run.conf);
     let d = server.dir.path();
     let url = server.url();
+    setup(bins, &url)?;
     let mut nodes = Vec::new();
     for i in 1..=run.nodes {
         let log = d.join(format!("node{i}.log"));
         let mut cmd = Command::new(&bins.fleet);
-        cmd.args(["--nats-url", &url, "node", "--name", &format!("node{i}")])
-            .args(["--concurrency", &run.concurrency.to_string()])
-            .env("RUST_LOG", "info,async_nats=warn");
+        cmd.args([
+            "--server",
+            &url,
+            "node",
+            "--name",
+            &format!("node{i}"),
+            "--dev-builtins",
+        ])
+        .args(["--concurrency", &run.concurrency.to_string()])
+        .env("RUST_LOG", "info,async_nats=warn");
         nodes.push((spawn_logged(cmd, &log)?, log));
     }
     for (node, log) in &mut nodes {
@@ -301,9 +324,10 @@ pub fn idle_rss(bins: &Bins, idle: Duration) -> anyhow::Result<Run> {
     let server = NatsServer::start();
     let d = server.dir.path();
     let url = server.url();
+    setup(bins, &url)?;
     let log = d.join("node.log");
     let mut node = Command::new(&bins.fleet);
-    node.args(["--nats-url", &url, "node", "--name", "idle"]);
+    node.args(["--server", &url, "node", "--name", "idle"]);
     let mut node = spawn_logged(node, &log)?;
     wait_for_log(&mut node, &log, READY_SIGNAL, Duration::from_secs(30))?;
     std::thread::sleep(idle);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use fleet::contract;
+use fleet::{contract, StreamSettings};
 use humantime::Duration;
 
 use crate::output::Format;
@@ -23,25 +23,57 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-/// Where NATS is and how to authenticate, as the `nats` CLI reads it.
+/// Where NATS is and how to authenticate, spelled as the `nats` CLI spells
+/// it (flags and environment variables alike). Secrets are never shown.
 #[derive(Debug, Args)]
 pub(crate) struct NatsArgs {
     /// NATS server URLs, comma-separated (user:pass@ or token@ may be in them).
     #[arg(
-        long = "nats-url",
-        visible_alias = "server",
+        short = 's',
+        long = "server",
+        visible_alias = "nats-url",
         global = true,
         env = "NATS_URL",
+        hide_env_values = true,
         default_value = "nats://127.0.0.1:4222"
     )]
     pub(crate) url: String,
+    /// User name, with --password.
+    #[arg(long, global = true, env = "NATS_USER")]
+    pub(crate) user: Option<String>,
+    /// Password.
+    #[arg(long, global = true, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub(crate) password: Option<String>,
+    /// Token.
+    #[arg(long, global = true, env = "NATS_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// A file holding an nkey seed.
+    #[arg(long, global = true, env = "NATS_NKEY")]
+    pub(crate) nkey: Option<PathBuf>,
     /// A NATS credentials file (JWT and seed).
     #[arg(long, global = true, env = "NATS_CREDS")]
     pub(crate) creds: Option<PathBuf>,
+    /// CA certificates to trust (PEM); turns TLS on.
+    #[arg(long, global = true, env = "NATS_CA")]
+    pub(crate) tlsca: Option<PathBuf>,
+    /// Client certificate (PEM), with --tlskey: mutual TLS.
+    #[arg(long, global = true, env = "NATS_CERT")]
+    pub(crate) tlscert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long, global = true, env = "NATS_KEY")]
+    pub(crate) tlskey: Option<PathBuf>,
+    /// Start TLS before the server's greeting (servers with handshake_first).
+    #[arg(long, global = true)]
+    pub(crate) tlsfirst: bool,
+    /// Prefix of this connection's inboxes (a role allowed only its own).
+    #[arg(long, global = true, env = "NATS_INBOX_PREFIX")]
+    pub(crate) inbox_prefix: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Create or update the streams and a group's consumer (admin).
+    Setup(SetupArgs),
     /// Run a worker node: pull tasks, run handlers, publish results.
     Node(NodeArgs),
     /// Submit tasks of one kind and print their results.
@@ -57,23 +89,108 @@ pub(crate) enum Command {
     Dead(DeadCommand),
 }
 
+/// How the streams are made, and one group's consumer.
+#[derive(Debug, Args)]
+pub(crate) struct StreamArgs {
+    /// Stream replicas (3 on a cluster).
+    #[arg(long, env = "FLEET_REPLICAS", default_value_t = 1)]
+    pub(crate) replicas: usize,
+    /// Most tasks TASKS holds; a full queue refuses new tasks.
+    #[arg(long, default_value_t = StreamSettings::default().tasks_max_msgs)]
+    pub(crate) tasks_max_msgs: i64,
+    /// Most bytes TASKS holds (e.g. 2GiB).
+    #[arg(long, value_parser = parse_bytes, default_value = "2GiB")]
+    pub(crate) tasks_max_bytes: i64,
+    /// How long RESULTS keeps a result.
+    #[arg(long, default_value_t = contract::DEFAULT_RESULTS_MAX_AGE.into())]
+    pub(crate) results_max_age: Duration,
+    /// Most bytes RESULTS holds; the oldest results go first.
+    #[arg(long, value_parser = parse_bytes, default_value = "2GiB")]
+    pub(crate) results_max_bytes: i64,
+    /// How long DEAD keeps a dead letter.
+    #[arg(long, default_value_t = StreamSettings::default().dead_max_age.into())]
+    pub(crate) dead_max_age: Duration,
+    /// Most bytes DEAD holds; the oldest letters go first.
+    #[arg(long, value_parser = parse_bytes, default_value = "512MiB")]
+    pub(crate) dead_max_bytes: i64,
+}
+
+/// A group's consumer.
+#[derive(Debug, Args)]
+pub(crate) struct GroupArgs {
+    /// The group (durable consumer).
+    #[arg(long, env = "FLEET_GROUP", default_value = contract::DEFAULT_GROUP)]
+    pub(crate) group: String,
+    /// Kinds the group takes, comma-separated (`image.>` works); default all.
+    #[arg(long, env = "FLEET_KINDS", value_delimiter = ',')]
+    pub(crate) kinds: Vec<String>,
+    /// How long the server waits for an ack before handing a task to another node.
+    #[arg(long, env = "FLEET_ACK_WAIT", default_value_t = contract::DEFAULT_ACK_WAIT.into())]
+    pub(crate) ack_wait: Duration,
+    /// Cap on tasks in flight across the group (at least nodes x concurrency).
+    #[arg(long, default_value_t = contract::DEFAULT_MAX_ACK_PENDING)]
+    pub(crate) max_ack_pending: i64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SetupArgs {
+    #[command(flatten)]
+    pub(crate) streams: StreamArgs,
+    #[command(flatten)]
+    pub(crate) group: GroupArgs,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Parses a size such as `512MiB`, `2GB` or `1048576`.
+pub(crate) fn parse_bytes(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 512MiB"))?;
+    let factor: i64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1000 * 1000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1000 * 1000 * 1000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1000 * 1000 * 1000 * 1000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}: use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
     /// This node's name, shown in results (default: host name and pid).
     #[arg(long, env = "FLEET_NODE_NAME")]
     pub(crate) name: Option<String>,
-    /// The group (durable consumer) this node joins.
-    #[arg(long, env = "FLEET_GROUP", default_value = contract::DEFAULT_GROUP)]
-    pub(crate) group: String,
-    /// Kinds this group takes, comma-separated (`image.>` works); default all.
-    #[arg(long, env = "FLEET_KINDS", value_delimiter = ',')]
-    pub(crate) kinds: Vec<String>,
+    /// The group (durable consumer) this node joins, and how to make it with --create.
+    #[command(flatten)]
+    pub(crate) group: GroupArgs,
+    /// Create the streams and the group's consumer when missing (one trusted
+    /// machine; otherwise run `fleet setup` once, with admin rights).
+    #[arg(long)]
+    pub(crate) create: bool,
+    /// How the streams are made with --create.
+    #[command(flatten)]
+    pub(crate) streams: StreamArgs,
     /// Handlers run at once in this process.
     #[arg(long, env = "FLEET_CONCURRENCY", default_value_t = contract::DEFAULT_CONCURRENCY)]
     pub(crate) concurrency: usize,
-    /// How long the server waits for an ack before handing the task to another node.
-    #[arg(long, env = "FLEET_ACK_WAIT", default_value_t = contract::DEFAULT_ACK_WAIT.into())]
-    pub(crate) ack_wait: Duration,
     /// Attempts before a failing task is dead-lettered.
     #[arg(long, env = "FLEET_MAX_DELIVER", default_value_t = contract::DEFAULT_MAX_DELIVER)]
     pub(crate) max_deliver: u32,
@@ -83,6 +200,9 @@ pub(crate) struct NodeArgs {
     /// Timeout of a task that names no Task-Timeout.
     #[arg(long, env = "FLEET_TASK_TIMEOUT", default_value_t = contract::DEFAULT_TASK_TIMEOUT.into())]
     pub(crate) task_timeout: Duration,
+    /// Longest Task-Timeout a task may name; a longer one is refused (400).
+    #[arg(long, env = "FLEET_MAX_TASK_TIMEOUT", default_value_t = contract::DEFAULT_MAX_TASK_TIMEOUT.into())]
+    pub(crate) max_task_timeout: Duration,
     /// On SIGTERM or Ctrl-C, how long running tasks may finish before they are handed back.
     #[arg(long, env = "FLEET_GRACE", default_value_t = contract::DEFAULT_GRACE.into())]
     pub(crate) grace: Duration,
@@ -92,21 +212,20 @@ pub(crate) struct NodeArgs {
     /// A TOML file of exec handlers: [kind] command = "...", timeout = "30s".
     #[arg(long, env = "FLEET_HANDLERS")]
     pub(crate) handlers: Option<PathBuf>,
-    /// Do not register the built-in kinds (echo, sha256, sleep, fail).
+    /// A variable of this node's environment exec handlers may see (on top
+    /// of PATH, HOME, LANG, LC_ALL, TZ, TMPDIR). Repeatable.
+    #[arg(long = "exec-env", value_name = "NAME")]
+    pub(crate) exec_env: Vec<String>,
+    /// Do not register the built-in kinds (echo, sha256).
     #[arg(long)]
     pub(crate) no_builtins: bool,
+    /// Also register the development kinds `sleep` and `fail` (never on a
+    /// node others submit to: `sleep` holds a slot as long as a task asks).
+    #[arg(long, env = "FLEET_DEV_BUILTINS")]
+    pub(crate) dev_builtins: bool,
     /// Prefixes a task's Reply-To may start with. Repeatable.
     #[arg(long = "allow-reply", default_values_t = contract::DEFAULT_ALLOWED_REPLY_PREFIXES.iter().map(|s| s.to_string()))]
     pub(crate) allow_reply: Vec<String>,
-    /// Stream replicas when this node creates the streams (3 on a cluster).
-    #[arg(long, env = "FLEET_REPLICAS", default_value_t = 1)]
-    pub(crate) replicas: usize,
-    /// How long RESULTS keeps a result, when this node creates it.
-    #[arg(long, default_value_t = contract::DEFAULT_RESULTS_MAX_AGE.into())]
-    pub(crate) results_max_age: Duration,
-    /// Cap on tasks in flight across the group (at least nodes x concurrency).
-    #[arg(long, default_value_t = contract::DEFAULT_MAX_ACK_PENDING)]
-    pub(crate) max_ack_pending: i64,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +261,9 @@ pub(crate) struct SubmitArgs {
     /// Also write the summary as JSON to this file.
     #[arg(long)]
     pub(crate) summary_json: Option<PathBuf>,
+    /// Create the streams when there are none (one trusted machine).
+    #[arg(long)]
+    pub(crate) create: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,4 +285,34 @@ pub(crate) enum DeadCommand {
         /// Only these tasks (task ids or DEAD sequences); default all.
         ids: Vec<String>,
     },
+    /// Remove dead letters from DEAD for good.
+    Delete {
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only these tasks (task ids or DEAD sequences); default all of the kind.
+        #[arg(required_unless_present = "kind")]
+        ids: Vec<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_bytes("1048576"), Ok(1_048_576));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("5XB").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

@@ -10,10 +10,15 @@ use futures::{Stream, StreamExt};
 use tokio::io::AsyncBufReadExt;
 
 use crate::args::SubmitArgs;
-use crate::commands::ExitCode;
 use crate::output::{Format, Printer};
 
-pub(crate) async fn run(client: async_nats::Client, args: SubmitArgs) -> Result<ExitCode, Error> {
+/// Runs `fleet submit`; returns the exit code: 0 when every task succeeded,
+/// 1 when any failed or timed out.
+pub(crate) async fn run(
+    client: async_nats::Client,
+    args: SubmitArgs,
+    msg_id_salt: Option<String>,
+) -> Result<i32, Error> {
     let from_args = !args.payloads.is_empty();
     let config = SubmitConfig {
         kind: args.kind,
@@ -22,6 +27,8 @@ pub(crate) async fn run(client: async_nats::Client, args: SubmitArgs) -> Result<
         ephemeral: args.ephemeral,
         batch: args.batch,
         task_timeout: args.task_timeout,
+        msg_id_salt,
+        create: args.create,
     };
     // A bar for large or unknown-sized batches, on a terminal only.
     let progress = !args.no_progress
@@ -43,13 +50,22 @@ pub(crate) async fn run(client: async_nats::Client, args: SubmitArgs) -> Result<
     let mut events = fleet::submit(client.clone(), config, input).await?;
     let mut summary: Option<Summary> = None;
     let out_err = |e| Error::with_source(ErrorKind::Io, "writing to standard output", e);
-    while let Some(event) = events.next().await {
-        match event? {
-            Event::Ended(end) => {
-                bar.inc(1);
-                printer.print(&end).await.map_err(out_err)?;
-            }
-            Event::Finished(s) => summary = Some(s),
+    // Results are shown as they come: what was printed is flushed whenever
+    // no event has come for a tenth of a second.
+    let mut idle = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                None => break,
+                Some(event) => match event? {
+                    Event::Ended(end) => {
+                        bar.inc(1);
+                        printer.print(&end).await.map_err(out_err)?;
+                    }
+                    Event::Finished(s) => summary = Some(s),
+                },
+            },
+            _ = idle.tick() => printer.flush().await.map_err(out_err)?,
         }
     }
     printer.flush().await.map_err(out_err)?;

@@ -49,6 +49,7 @@ mod tests {
         Task {
             id: "1".into(),
             kind: "k".into(),
+            tenant: None,
             attempt: 2,
             deadline: tokio::time::Instant::now(),
             payload: Bytes::from_static(payload),

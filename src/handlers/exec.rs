@@ -8,6 +8,11 @@
 //! Exit 0 is success. Exit 65 (`EX_DATAERR`) means the input is bad: the task
 //! fails at once with code 400. Any other exit is a retryable failure whose
 //! message carries the tail of standard error.
+//!
+//! The program's environment is cleared: it sees [`BASE_ENV`] and the names
+//! the operator allows (`--exec-env`), taken from the node's environment,
+//! plus `TASK_ID`, `TASK_KIND`, `TASK_ATTEMPT` and `TASK_TENANT`. Never the
+//! node's credentials.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,6 +36,9 @@ const STDERR_TAIL: usize = 2048;
 /// Exit code that marks bad input (sysexits.h `EX_DATAERR`): no retry.
 const EXIT_BAD_INPUT: i32 = 65;
 
+/// Variables of the node's environment every program sees (when set).
+pub const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
 /// A program run through `sh -c`, one process group per task.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ExecHandler {
@@ -39,6 +47,10 @@ pub struct ExecHandler {
     /// An upper bound on the task's own timeout, e.g. `30s`.
     #[serde(default, with = "humantime_serde_opt")]
     pub timeout: Option<Duration>,
+    /// Names of the node's environment variables the program may see, on
+    /// top of [`BASE_ENV`].
+    #[serde(default)]
+    pub env: Vec<String>,
 }
 
 impl ExecHandler {
@@ -47,7 +59,19 @@ impl ExecHandler {
         ExecHandler {
             command: command.into(),
             timeout: None,
+            env: Vec::new(),
         }
+    }
+
+    /// The environment the program starts with (the task's variables are
+    /// added per task).
+    fn environment(&self) -> Vec<(String, String)> {
+        BASE_ENV
+            .iter()
+            .map(|n| n.to_string())
+            .chain(self.env.iter().cloned())
+            .filter_map(|name| std::env::var(&name).ok().map(|value| (name, value)))
+            .collect()
     }
 }
 
@@ -75,6 +99,9 @@ impl ExecHandler {
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(&self.command)
+            .env_clear()
+            .envs(self.environment())
+            .env("TASK_TENANT", task.tenant.as_deref().unwrap_or(""))
             .env("TASK_ID", &task.id)
             .env("TASK_KIND", &task.kind)
             .env("TASK_ATTEMPT", task.attempt.to_string())
@@ -224,7 +251,8 @@ pub fn load_file(path: &Path) -> anyhow::Result<Vec<(String, ExecHandler)>> {
     Ok(table.into_iter().collect())
 }
 
-/// Registers every exec handler of `flags` and `file` in `registry`.
+/// Registers every exec handler of `flags` and `file` in `registry`; each
+/// may see the node's variables named in `env` (and its own `env` list).
 ///
 /// # Errors
 /// When a flag or the file is malformed.
@@ -232,6 +260,7 @@ pub fn register_all(
     registry: &mut Registry,
     flags: &[String],
     file: Option<&Path>,
+    env: &[String],
 ) -> anyhow::Result<()> {
     let mut handlers = match file {
         Some(path) => load_file(path)?,
@@ -240,7 +269,8 @@ pub fn register_all(
     for flag in flags {
         handlers.push(parse_exec_flag(flag)?);
     }
-    for (kind, handler) in handlers {
+    for (kind, mut handler) in handlers {
+        handler.env.extend(env.iter().cloned());
         registry.register(kind, handler);
     }
     Ok(())
@@ -324,6 +354,20 @@ mod tests {
         for bad in ["upper", "=cmd", "upper=  ", "a b=cmd", "x.>=cmd"] {
             assert!(parse_exec_flag(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn programs_see_only_the_allowed_environment() {
+        std::env::set_var("FLEET_EXEC_TEST_SECRET", "s3cret");
+        std::env::set_var("FLEET_EXEC_TEST_OK", "fine");
+        let mut handler = ExecHandler::new("env");
+        handler.env.push("FLEET_EXEC_TEST_OK".into());
+        let env = handler.environment();
+        assert!(env
+            .iter()
+            .any(|(k, v)| k == "FLEET_EXEC_TEST_OK" && v == "fine"));
+        assert!(env.iter().all(|(k, _)| k != "FLEET_EXEC_TEST_SECRET"));
+        assert!(env.iter().any(|(k, _)| k == "PATH"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! A handler is any `async fn(Task) -> Result<impl Into<Bytes>, TaskError>`.
 //! Adding a built-in is a new function in `builtin.rs` and one line in
-//! [`Registry::with_builtins`]; operators add programs with [`exec`].
+//! [`Registry::with_builtins`] (or [`Registry::with_dev_builtins`] for
+//! those a production node must not run); operators add programs with [`exec`].
 
 pub mod builtin;
 pub mod exec;
@@ -58,11 +59,18 @@ impl Registry {
         Self::default()
     }
 
-    /// The built-ins: `echo`, `sha256`, `sleep`, `fail`.
+    /// The built-ins safe anywhere: `echo` and `sha256`.
     pub fn with_builtins() -> Self {
         let mut registry = Self::new();
         registry.register("echo", builtin::echo);
         registry.register("sha256", builtin::sha256);
+        registry
+    }
+
+    /// The built-ins plus those for development and tests: `sleep` (any
+    /// task could hold a slot for as long as it names) and `fail`.
+    pub fn with_dev_builtins() -> Self {
+        let mut registry = Self::with_builtins();
         registry.register("sleep", builtin::sleep);
         registry.register("fail", builtin::fail);
         registry
@@ -84,5 +92,20 @@ impl Registry {
         let mut kinds: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
         kinds.sort_unstable();
         kinds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_builtins_leave_out_sleep_and_fail() {
+        assert_eq!(Registry::with_builtins().kinds(), ["echo", "sha256"]);
+        assert_eq!(
+            Registry::with_dev_builtins().kinds(),
+            ["echo", "fail", "sha256", "sleep"]
+        );
+        assert!(Registry::new().get("echo").is_none());
     }
 }

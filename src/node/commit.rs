@@ -14,11 +14,22 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use tracing::debug;
 
+use async_nats::jetstream;
+
 use super::decide::Written;
-use super::lifecycle::Ctx;
+use super::Shared;
 use crate::contract::{self, header, msg_id};
-use crate::envelope::{header_bytes, one_line};
+use crate::envelope::{header_bytes, one_line, Delivery, Envelope};
 use crate::error::TaskError;
+
+/// The delivery being finished: what the writes below need.
+pub(super) struct Ctx<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) msg: &'a jetstream::Message,
+    pub(super) kind: &'a str,
+    pub(super) delivery: Delivery,
+    pub(super) envelope: Envelope,
+}
 
 /// Room kept under `max_payload` for the subject and framing of a message.
 const FRAMING: usize = 512;
@@ -42,13 +53,13 @@ fn result_headers(ctx: &Ctx<'_>, error: Option<&TaskError>) -> HeaderMap {
 /// Publishes the task's result (ok when `error` is `None`).
 pub(super) async fn result(ctx: &Ctx<'_>, output: Bytes, error: Option<&TaskError>) -> Written {
     let headers = result_headers(ctx, error);
-    let reply = ctx.envelope.reply.as_str();
+    let subject = ctx.envelope.result_subject();
     if !ctx.envelope.reply_is_kept() {
         // A core reply subject (an inbox): nothing keeps it, nothing to wait for.
         return match ctx
             .shared
             .client
-            .publish_with_headers(reply.to_string(), headers, output)
+            .publish_with_headers(subject, headers, output)
             .await
         {
             Ok(()) => Written::Kept,
@@ -64,9 +75,12 @@ pub(super) async fn result(ctx: &Ctx<'_>, output: Bytes, error: Option<&TaskErro
     let publish = if ctx.envelope.reply_is_own() {
         publish.expected_last_subject_sequence(0)
     } else {
-        publish.message_id(format!("{}{}", msg_id::RESULT, ctx.delivery.stream_seq))
+        publish.message_id(msg_id::result(
+            ctx.delivery.stream_seq,
+            ctx.delivery.stored_ns,
+        ))
     };
-    let written = written(confirm(ctx, reply.to_string(), publish).await);
+    let written = written(confirm(ctx, subject, publish).await);
     if written == Written::AlreadyKept {
         debug!(task = %ctx.envelope.id, "result already committed by an earlier attempt");
     }
@@ -113,8 +127,15 @@ pub(super) async fn dead_letter(ctx: &Ctx<'_>, err: &TaskError) -> Written {
     let publish = PublishMessage::build()
         .payload(payload)
         .headers(headers)
-        .message_id(format!("{}{}", msg_id::DEAD, ctx.delivery.stream_seq));
-    match written(confirm(ctx, contract::dead_subject(kind), publish).await) {
+        .message_id(msg_id::dead(
+            ctx.delivery.stream_seq,
+            ctx.delivery.stored_ns,
+        ));
+    let subject = contract::in_tenant(
+        ctx.envelope.tenant.as_deref(),
+        &contract::dead_subject(kind),
+    );
+    match written(confirm(ctx, subject, publish).await) {
         Written::Failed(e) | Written::TooLarge(e) => {
             Written::Failed(format!("writing the dead letter: {e}"))
         }

@@ -13,9 +13,10 @@ use futures::FutureExt;
 use tokio::time::{interval_at, sleep_until, Instant};
 use tracing::{debug, warn};
 
+use super::commit::{self, Ctx};
 use super::decide::{self, AckReply, Admission, Next, Ran, Verdict, Written};
-use super::{commit, Shared, Slot};
-use crate::envelope::{kind_of, no_such_kind, Delivery, Envelope, Task};
+use super::{Shared, Slot};
+use crate::envelope::{no_such_kind, route, Delivery, Envelope, Route, Task};
 use crate::error::{FailureKind, TaskError};
 
 /// How an attempt ended.
@@ -23,15 +24,6 @@ pub(super) enum Outcome {
     Done(Bytes),
     Failed(TaskError),
     Cancelled,
-}
-
-/// The parts of one delivery the steps below need.
-pub(super) struct Ctx<'a> {
-    pub(super) shared: &'a Shared,
-    pub(super) msg: &'a jetstream::Message,
-    pub(super) kind: &'a str,
-    pub(super) delivery: Delivery,
-    pub(super) envelope: Envelope,
 }
 
 /// Runs one delivery. `slot` is held while the handler runs; publishing the
@@ -42,19 +34,19 @@ pub(super) async fn run(shared: &Shared, msg: jetstream::Message, slot: Slot) {
         Ok(info) => Delivery {
             attempt: u32::try_from(info.delivered).unwrap_or(u32::MAX).max(1),
             stream_seq: info.stream_sequence,
+            stored_ns: info.published.unix_timestamp_nanos(),
         },
         Err(err) => {
             warn!(%err, subject = %msg.subject, "cannot read the delivery's ack subject; leaving it for redelivery");
             return;
         }
     };
-    let config = &shared.config;
-    let kind = kind_of(&msg.subject).unwrap_or_default();
+    let Route { tenant, kind } = route(&msg.subject);
     let read = Envelope::read(
         msg.headers.as_ref(),
+        tenant,
         delivery.stream_seq,
-        config.task_timeout,
-        &config.allowed_replies,
+        &shared.limits,
     );
     let (envelope, outcome) = match read {
         Ok(envelope) => {
@@ -98,6 +90,7 @@ async fn execute(
     let task = Task {
         id: envelope.id.clone(),
         kind: kind.to_string(),
+        tenant: envelope.tenant.clone(),
         attempt: delivery.attempt,
         deadline,
         payload: msg.payload.clone(),
@@ -108,7 +101,7 @@ async fn execute(
         return Outcome::Failed(TaskError::retry("handler panicked"));
     };
     let mut future = AssertUnwindSafe(future).catch_unwind();
-    let every = (config.group.ack_wait / 3).max(Duration::from_millis(100));
+    let every = (shared.ack_wait / 3).max(Duration::from_millis(100));
     let mut progress = interval_at(Instant::now() + every, every);
     let mut cancel = shared.cancel.clone();
     loop {

@@ -25,6 +25,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{info, warn};
 
 use crate::contract;
+use crate::envelope::Limits;
 use crate::error::{Error, ErrorKind};
 use crate::handlers::Registry;
 use crate::setup::{self, GroupSettings, StreamSettings};
@@ -36,14 +37,21 @@ use pull::{Puller, PULL_EXPIRES};
 pub struct NodeConfig {
     /// Shown in results (`Task-Node`) and logs.
     pub name: String,
-    /// The group (durable consumer) this node joins.
+    /// The group (durable consumer) this node joins. Its kinds, `ack_wait`
+    /// and `max_ack_pending` are what the group's consumer says; these are
+    /// used only to create it (`create`).
     pub group: GroupSettings,
+    /// Create the streams and the group's consumer when missing (one
+    /// trusted machine); otherwise only bind, and say to run `fleet setup`.
+    pub create: bool,
     /// Handlers run at once in this process.
     pub concurrency: usize,
     /// How failures are retried.
     pub retry: RetryPolicy,
     /// Timeout of a task that names none.
     pub task_timeout: Duration,
+    /// Longest `Task-Timeout` a task may name; a longer one is refused (400).
+    pub max_task_timeout: Duration,
     /// How long in-flight tasks may run on after shutdown.
     pub grace: Duration,
     /// Prefixes a task's `Reply-To` must start with.
@@ -57,9 +65,11 @@ impl Default for NodeConfig {
         NodeConfig {
             name: default_node_name(),
             group: GroupSettings::default(),
+            create: false,
             concurrency: contract::DEFAULT_CONCURRENCY,
             retry: RetryPolicy::default(),
             task_timeout: contract::DEFAULT_TASK_TIMEOUT,
+            max_task_timeout: contract::DEFAULT_MAX_TASK_TIMEOUT,
             grace: contract::DEFAULT_GRACE,
             allowed_replies: contract::DEFAULT_ALLOWED_REPLY_PREFIXES
                 .iter()
@@ -115,6 +125,10 @@ struct Shared {
     client: Client,
     js: jetstream::Context,
     config: NodeConfig,
+    limits: Limits,
+    /// The group consumer's `ack_wait`: running tasks send progress acks
+    /// three times within it.
+    ack_wait: Duration,
     registry: Registry,
     node_header: HeaderValue,
     counters: Counters,
@@ -149,13 +163,15 @@ impl Node {
         }
     }
 
-    /// Creates or binds the streams and the group's consumer, then runs tasks
-    /// until `shutdown` completes, then drains (see the module docs).
+    /// Binds the group's consumer (creating the streams and the consumer
+    /// first with [`NodeConfig::create`]), then runs tasks until `shutdown`
+    /// completes, then drains (see the module docs).
     ///
     /// # Errors
-    /// [`ErrorKind::Usage`] for a concurrency of 0, [`ErrorKind::Setup`] when
-    /// streams or consumer cannot be set up, [`ErrorKind::Connection`] when
-    /// the connection is closed for good.
+    /// [`ErrorKind::Usage`] for a concurrency of 0; [`ErrorKind::NotSetUp`]
+    /// when the group's consumer does not exist (run `fleet setup`);
+    /// [`ErrorKind::Setup`] when `create` cannot make it;
+    /// [`ErrorKind::Connection`] when the connection is closed for good.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<NodeStats, Error> {
         let config = self.config;
         if config.concurrency == 0 {
@@ -165,10 +181,20 @@ impl Node {
             ));
         }
         let js = jetstream::new(self.client.clone());
-        setup::ensure_streams(&js, &config.streams).await?;
-        setup::ensure_consumer(&js, &config.group).await?;
+        if config.create {
+            setup::ensure_streams(&js, &config.streams).await?;
+            setup::ensure_consumer(&js, &config.group).await?;
+        }
+        let bound = setup::bind(&js, &config.group.name).await?;
         let (cancel_tx, cancel) = watch::channel(false);
+        let limits = Limits {
+            default_timeout: config.task_timeout.min(config.max_task_timeout),
+            max_timeout: config.max_task_timeout,
+            allowed_replies: config.allowed_replies.clone(),
+        };
         let shared = Arc::new(Shared {
+            limits,
+            ack_wait: bound.config.ack_wait,
             client: self.client.clone(),
             node_header: HeaderValue::from(config.name.as_str()),
             js: js.clone(),
@@ -188,7 +214,8 @@ impl Node {
         )
         .await?;
         info!(node = %config.name, group = %config.group.name, concurrency = config.concurrency,
-            kinds = ?shared.registry.kinds(), "{}", contract::READY_SIGNAL);
+            handlers = ?shared.registry.kinds(), takes = ?bound.config.filter_subjects,
+            ack_wait = ?bound.config.ack_wait, "{}", contract::READY_SIGNAL);
 
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let released = Arc::new(Notify::new());

@@ -1,57 +1,43 @@
-//! Reading results kept in `RESULTS`: all of a batch (to resume it), or one
-//! task's (a result sent while the submitter was away).
+//! Reading results kept in `RESULTS` with direct gets in subject form
+//! (`$JS.API.DIRECT.GET.RESULTS.<subject>`, empty body): the one read a
+//! tenant account is given, scoped by the server to the tenant's own
+//! results, and all a submitter needs.
 
-use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::jetstream::stream::Stream as JsStream;
-use async_nats::HeaderMap;
-use bytes::Bytes;
-use futures::StreamExt;
+use async_nats::{Client, Message, RequestErrorKind, StatusCode};
 
 use crate::contract;
-use crate::error::{Error, ErrorKind, ResultExt};
+use crate::error::{Error, ErrorKind};
 
-/// A kept result: task number, headers, payload.
-pub(crate) type Kept = (u64, Option<HeaderMap>, Bytes);
-
-/// Every result kept under `prefix` (`results.<batch>.`).
-pub(crate) async fn all(stream: &JsStream, prefix: &str) -> Result<Vec<Kept>, Error> {
-    let mut consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: format!("{prefix}>"),
-            ..Default::default()
-        })
-        .await
-        .or_fail(ErrorKind::Setup, || {
-            format!("reading kept results under {prefix}")
-        })?;
-    let mut kept = Vec::new();
-    let info = consumer
-        .info()
-        .await
-        .or_fail(ErrorKind::Connection, || "reading kept results".into())?;
-    if info.num_pending == 0 {
-        return Ok(kept);
-    }
-    let mut messages = consumer
-        .messages()
-        .await
-        .or_fail(ErrorKind::Connection, || "reading kept results".into())?;
-    while let Some(msg) = messages.next().await {
-        let msg = msg.or_fail(ErrorKind::Connection, || "reading kept results".into())?;
-        let pending = msg.info().map(|i| i.pending).unwrap_or(0);
-        if let Some(n) = contract::task_number(&msg.subject, prefix) {
-            kept.push((n, msg.headers.clone(), msg.payload.clone()));
-        }
-        if pending == 0 {
-            break;
-        }
-    }
-    Ok(kept)
+/// The subject of a direct get of the last result kept on `subject`.
+fn direct_get(subject: &str) -> String {
+    format!("$JS.API.DIRECT.GET.{}.{subject}", contract::RESULTS_STREAM)
 }
 
-/// The result kept for task `n` under `prefix`, if any.
-pub(crate) async fn one(stream: &JsStream, prefix: &str, n: u64) -> Option<Kept> {
-    let subject = format!("{prefix}{n}");
-    let kept = stream.direct_get_last_for_subject(subject).await.ok()?;
-    Some((n, Some(kept.headers), kept.payload))
+/// The result kept on `subject`, if any. A lookup that fails (a timeout
+/// during a leader election, say) counts as nothing kept.
+pub(crate) async fn last(client: &Client, subject: &str) -> Option<Message> {
+    let msg = client.request(direct_get(subject), "".into()).await.ok()?;
+    match msg.status {
+        None | Some(StatusCode::OK) => Some(msg),
+        Some(_) => None,
+    }
+}
+
+/// Checks that `RESULTS` answers direct gets (it exists, and this account
+/// may read its own results).
+///
+/// # Errors
+/// [`ErrorKind::NotSetUp`] when nothing answers.
+pub(crate) async fn check(client: &Client, subject: &str) -> Result<(), Error> {
+    match client.request(direct_get(subject), "".into()).await {
+        Err(err) if err.kind() == RequestErrorKind::NoResponders => Err(Error::with_source(
+            ErrorKind::NotSetUp,
+            format!(
+                "no {} stream answers: run `fleet setup` (or submit with --create on a single trusted machine)",
+                contract::RESULTS_STREAM
+            ),
+            err,
+        )),
+        _ => Ok(()),
+    }
 }

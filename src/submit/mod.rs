@@ -12,6 +12,7 @@
 //! is read for what was missed.
 
 mod kept;
+mod publish;
 mod report;
 mod window;
 
@@ -22,19 +23,16 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::{self, stream::Stream as JsStream};
-use async_nats::{Client, HeaderMap, Message, Statistics, Subject, Subscriber};
+use async_nats::{Client, Message, Statistics, Subject, Subscriber};
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::debug;
 
-use crate::contract::{self, header};
+use crate::contract;
 use crate::envelope::{check_task_id, parse_timeout};
 use crate::error::{Error, ErrorKind, ResultExt};
 use crate::setup::{self, StreamSettings};
@@ -56,6 +54,14 @@ pub struct SubmitConfig {
     pub batch: Option<String>,
     /// `Task-Timeout` for every task, e.g. `30s`.
     pub task_timeout: Option<String>,
+    /// Added to each task's `Nats-Msg-Id` (`<id>.<salt>`): a value only
+    /// this submitter's credentials give (see
+    /// [`crate::ConnectConfig::msg_id_salt`]), so that no one else can
+    /// publish an id ahead of a named batch and have its task dropped as a
+    /// duplicate.
+    pub msg_id_salt: Option<String>,
+    /// Create the streams when there are none (one trusted machine).
+    pub create: bool,
 }
 
 impl Default for SubmitConfig {
@@ -67,6 +73,8 @@ impl Default for SubmitConfig {
             ephemeral: false,
             batch: None,
             task_timeout: None,
+            msg_id_salt: None,
+            create: false,
         }
     }
 }
@@ -111,26 +119,32 @@ impl Drop for Submission {
 /// take a while to be back, and nodes reconnect at their own pace.
 const RECONNECT_SWEEP: Duration = Duration::from_secs(30);
 
+/// How long one look in `RESULTS` may take before it counts as nothing found.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Room kept for a task's headers under the server's `max_payload`.
 const HEADROOM: usize = 512;
 
 /// Starts submitting one task per item of `input`.
 ///
+/// Uses no JetStream API but publishing and direct gets of its own results,
+/// so it works from a tenant account.
+///
 /// # Errors
 /// [`ErrorKind::Usage`] for a bad kind, batch name, task timeout or window
-/// (nothing sent); [`ErrorKind::Setup`] or [`ErrorKind::Connection`] when
+/// (nothing sent); [`ErrorKind::NotSetUp`] when no stream takes the tasks
+/// or keeps the results (run `fleet setup`); [`ErrorKind::Connection`] when
 /// NATS refuses. Errors later in the run (reading the input, a closed
-/// connection) end the event stream with an `Err`. Failed tasks are not
-/// errors: they are [`Event::Ended`] with a [`TaskStatus`].
+/// connection, no stream for the first task) end the event stream with an
+/// `Err`. Failed tasks are not errors: they are [`Event::Ended`] with a
+/// [`TaskStatus`].
 pub async fn submit<S>(client: Client, config: SubmitConfig, input: S) -> Result<Submission, Error>
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static,
 {
     check_config(&config)?;
     let js = jetstream::new(client.clone());
-    // Nodes create the streams as their operator configured them; a
-    // submitter that comes first creates single-replica ones.
-    if js.get_stream(contract::TASKS_STREAM).await.is_err() {
+    if config.create {
         setup::ensure_streams(&js, &StreamSettings::default()).await?;
     }
     let batch = match &config.batch {
@@ -154,17 +168,9 @@ where
         .subscribe(format!("{reply_prefix}>"))
         .await
         .or_fail(ErrorKind::Connection, || "subscribing to results".into())?;
-    let results = if config.ephemeral {
-        None
-    } else {
-        Some(
-            js.get_stream(contract::RESULTS_STREAM)
-                .await
-                .or_fail(ErrorKind::Setup, || {
-                    format!("reading stream {}", contract::RESULTS_STREAM)
-                })?,
-        )
-    };
+    if !config.ephemeral {
+        kept::check(&client, &format!("{reply_prefix}0")).await?;
+    }
     let stats = client.statistics();
     let (tx, events) = mpsc::channel(1024);
     let mut run = Run {
@@ -176,10 +182,11 @@ where
         stats,
         sweep_until: None,
         last_sweep: Instant::now(),
+        stored_any: false,
+        kept: !config.ephemeral,
         js,
         batch,
         reply_prefix,
-        results,
         config,
         tx,
     };
@@ -220,8 +227,6 @@ fn check_config(config: &SubmitConfig) -> Result<(), Error> {
     Ok(())
 }
 
-type AckFuture = BoxFuture<'static, (u64, Result<(), PublishError>)>;
-
 /// One run's state.
 struct Run {
     config: SubmitConfig,
@@ -233,7 +238,10 @@ struct Run {
     window: Window,
     summary: Summary,
     latencies: hdrhistogram::Histogram<u64>,
-    results: Option<JsStream>,
+    /// Results are kept in `RESULTS` (not `ephemeral`).
+    kept: bool,
+    /// Whether JetStream stored any task of this run yet.
+    stored_any: bool,
     /// Connections made so far: a rise is a reconnect.
     stats: Arc<Statistics>,
     connects: u64,
@@ -250,10 +258,7 @@ impl Run {
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
         let started = Instant::now();
-        if self.config.batch.is_some() {
-            self.resume().await?;
-        }
-        let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
+        let mut acks: FuturesUnordered<publish::AckFuture> = FuturesUnordered::new();
         let mut next = 0u64;
         let mut input_done = false;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -273,17 +278,25 @@ impl Run {
                         }
                     }
                 },
-                Some((n, accepted)) = acks.next(), if !acks.is_empty() => {
-                    if let Err(err) = accepted {
-                        self.not_accepted(n, &err).await?;
+                Some((n, accepted)) = acks.next(), if !acks.is_empty() => match accepted {
+                    publish::Accepted::Stored => {
+                        self.stored_any = true;
+                        self.window.stored(n);
                     }
-                }
+                    publish::Accepted::AlreadyDone(kept) => {
+                        let mut end = TaskEnd::from_result(n, &self.task_id(n), &self.config.kind, kept.headers.as_ref(), kept.payload);
+                        end.resumed = true;
+                        self.end(end).await?;
+                    }
+                    publish::Accepted::Refused(err) => self.not_accepted(n, &err).await?,
+                },
                 msg = sub.next() => match msg {
                     Some(msg) => self.on_result(&msg).await?,
                     None => return Err(Error::new(ErrorKind::Connection, "connection to NATS closed")),
                 },
                 _ = tick.tick() => {
                     self.sweep().await?;
+                    self.look_up_overdue().await?;
                     self.expire().await?;
                 }
             }
@@ -304,7 +317,11 @@ impl Run {
     }
 
     /// Publishes task `n`, unless it is too large to be taken.
-    async fn publish(&mut self, n: u64, payload: Bytes) -> Result<Option<AckFuture>, Error> {
+    async fn publish(
+        &mut self,
+        n: u64,
+        payload: Bytes,
+    ) -> Result<Option<publish::AckFuture>, Error> {
         let id = self.task_id(n);
         // Refuse what the server would refuse, before anything is sent.
         let max_payload = self.js.client().max_payload();
@@ -323,40 +340,44 @@ impl Run {
             return Ok(None);
         }
         let reply = format!("{}{n}", self.reply_prefix);
-        let timeout = self.config.task_timeout.clone();
         let deadline = Instant::now() + self.config.timeout;
         self.window.published(n, Instant::now());
-        let js = self.js.clone();
-        let subject = self.task_subject.clone();
-        Ok(Some(Box::pin(async move {
-            loop {
-                // Built per attempt (almost always one), not cloned.
-                let publish = PublishMessage::build()
-                    .payload(payload.clone())
-                    .headers(task_headers(&id, &reply, timeout.as_deref()))
-                    .message_id(&id);
-                let accepted = match js.send_publish(subject.clone(), publish).await {
-                    Ok(ack) => ack.await.map(|_| ()),
-                    Err(err) => Err(err),
-                };
-                match accepted {
-                    // The same Nats-Msg-Id makes a second publish harmless.
-                    Err(err) if transient(&err) && Instant::now() < deadline => {
-                        debug!(%err, task = %id, "publish not confirmed; publishing again");
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                    other => return (n, other),
-                }
-            }
-        })))
+        let task = publish::Task {
+            n,
+            msg_id: match &self.config.msg_id_salt {
+                Some(salt) => format!("{id}.{salt}"),
+                None => id.clone(),
+            },
+            id,
+            reply,
+            timeout: self.config.task_timeout.clone(),
+            payload,
+            look_first: self.config.batch.is_some() && self.kept,
+            first: !self.stored_any,
+        };
+        Ok(Some(publish::confirmed(
+            self.js.clone(),
+            self.task_subject.clone(),
+            task,
+            deadline,
+        )))
     }
 
     async fn not_accepted(&mut self, n: u64, err: &PublishError) -> Result<(), Error> {
+        if err.kind() == PublishErrorKind::StreamNotFound && !self.stored_any {
+            return Err(Error::new(
+                ErrorKind::NotSetUp,
+                format!(
+                    "no stream takes {}: run `fleet setup` (or submit with --create on a single trusted machine)",
+                    self.task_subject
+                ),
+            ));
+        }
         if !self.window.is_in_flight(n) {
             return Ok(());
         }
         let status = TaskStatus::NotSubmitted {
-            message: err.to_string(),
+            message: publish::refusal(err),
         };
         self.end(TaskEnd::without_result(
             n,
@@ -425,13 +446,24 @@ impl Run {
         Ok(())
     }
 
+    /// Looks for the kept results of tasks in flight for a while (see
+    /// [`window`]): a result missed on the subscription shows within seconds,
+    /// not at the task's deadline.
+    async fn look_up_overdue(&mut self) -> Result<(), Error> {
+        if !self.kept {
+            return Ok(());
+        }
+        let due = self.window.due_for_lookup(Instant::now());
+        self.catch_up(&due).await
+    }
+
     /// After a reconnect, once a second for a while, looks up every
     /// in-flight task's kept result.
     async fn sweep(&mut self) -> Result<(), Error> {
         let connects = self.stats.connects.load(Ordering::Relaxed);
         if connects > self.connects {
             self.connects = connects;
-            if self.results.is_some() {
+            if self.kept {
                 self.sweep_until = Some(Instant::now() + RECONNECT_SWEEP);
             }
         }
@@ -451,57 +483,34 @@ impl Run {
 
     /// Looks up the kept results of tasks `numbers`.
     async fn catch_up(&mut self, numbers: &[u64]) -> Result<(), Error> {
-        let Some(stream) = self.results.clone() else {
+        if !self.kept || numbers.is_empty() {
             return Ok(());
-        };
-        for &n in numbers {
-            if let Some((n, headers, payload)) = kept::one(&stream, &self.reply_prefix, n).await {
+        }
+        // All at once, each bounded: while the server is away a lookup
+        // waits for nothing, and the run goes on.
+        let client = self.js.client();
+        let lookups = numbers.iter().map(|&n| {
+            let subject = format!("{}{n}", self.reply_prefix);
+            let client = client.clone();
+            async move {
+                let found = tokio::time::timeout(LOOKUP_TIMEOUT, async {
+                    kept::last(&client, &subject).await
+                });
+                (n, found.await.ok().flatten())
+            }
+        });
+        for (n, kept) in futures::future::join_all(lookups).await {
+            if let Some(kept) = kept {
                 let end = TaskEnd::from_result(
                     n,
                     &self.task_id(n),
                     &self.config.kind,
-                    headers.as_ref(),
-                    payload,
+                    kept.headers.as_ref(),
+                    kept.payload,
                 );
                 self.end(end).await?;
             }
         }
         Ok(())
     }
-
-    /// Collects the results an earlier run of this batch left in `RESULTS`.
-    async fn resume(&mut self) -> Result<(), Error> {
-        let Some(stream) = self.results.clone() else {
-            return Ok(());
-        };
-        for (n, headers, payload) in kept::all(&stream, &self.reply_prefix).await? {
-            let mut end = TaskEnd::from_result(
-                n,
-                &self.task_id(n),
-                &self.config.kind,
-                headers.as_ref(),
-                payload,
-            );
-            end.resumed = !self.window.has_ended(n);
-            self.end(end).await?;
-        }
-        Ok(())
-    }
-}
-
-/// The headers of task `id`, answered on `reply`.
-fn task_headers(id: &str, reply: &str, timeout: Option<&str>) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(header::TASK_ID, id);
-    headers.insert(header::REPLY_TO, reply);
-    if let Some(timeout) = timeout {
-        headers.insert(header::TASK_TIMEOUT, timeout);
-    }
-    headers
-}
-
-/// Errors after which the same publish may succeed (the server restarting,
-/// a lost PubAck). The message id keeps a second publish from doubling.
-fn transient(err: &PublishError) -> bool {
-    !matches!(err.kind(), PublishErrorKind::MaxPayloadExceeded)
 }

@@ -1,17 +1,35 @@
 //! The submitter's window, as plain values: which task numbers are in flight
-//! (published, no result yet) and since when, and which have ended. Memory
-//! is bounded by the window plus one bit per task.
+//! (published, no result yet) and since when, which have ended, and when an
+//! in-flight task's kept result is next looked for. Memory is bounded by the
+//! window plus one bit per task.
+//!
+//! A result normally arrives on the submitter's subscription. One sent while
+//! that subscription was not (yet, or any more) known to the server the node
+//! published on is kept in `RESULTS` but never arrives: so a task in flight
+//! for [`FIRST_LOOK`] is looked up, then again at twice its age each time.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// How long a task is in flight before its kept result is first looked for.
+pub(crate) const FIRST_LOOK: Duration = Duration::from_secs(2);
+
+/// When a task in flight was published, whether JetStream stored it yet,
+/// and when to look for its result.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    published: Instant,
+    stored: bool,
+    next_look: Instant,
+}
+
 /// Tasks in flight and tasks ended.
 #[derive(Debug, Default)]
 pub(crate) struct Window {
-    /// Task number to the instant it was published; at most `limit` entries.
-    in_flight: HashMap<u64, Instant>,
+    /// Task number to when it was published; at most `limit` entries.
+    in_flight: HashMap<u64, InFlight>,
     ended: Bitset,
     limit: usize,
 }
@@ -61,7 +79,37 @@ impl Window {
 
     /// Task `n` was published at `now`.
     pub(crate) fn published(&mut self, n: u64, now: Instant) {
-        self.in_flight.insert(n, now);
+        self.in_flight.insert(
+            n,
+            InFlight {
+                published: now,
+                stored: false,
+                next_look: now + FIRST_LOOK,
+            },
+        );
+    }
+
+    /// JetStream stored task `n`: from now on it can go without a result.
+    pub(crate) fn stored(&mut self, n: u64) {
+        if let Some(f) = self.in_flight.get_mut(&n) {
+            f.stored = true;
+        }
+    }
+
+    /// Tasks whose kept result is due to be looked for at `now`, in order;
+    /// each is next due at twice its age.
+    pub(crate) fn due_for_lookup(&mut self, now: Instant) -> Vec<u64> {
+        let mut due: Vec<u64> = self
+            .in_flight
+            .iter_mut()
+            .filter(|(_, f)| f.next_look <= now)
+            .map(|(&n, f)| {
+                f.next_look = now + now.saturating_duration_since(f.published).max(FIRST_LOOK);
+                n
+            })
+            .collect();
+        due.sort_unstable();
+        due
     }
 
     /// Task `n` ended at `now` (a result, a refusal, a timeout).
@@ -74,16 +122,17 @@ impl Window {
         Ended::First(
             self.in_flight
                 .remove(&n)
-                .map(|at| now.saturating_duration_since(at)),
+                .map(|f| now.saturating_duration_since(f.published)),
         )
     }
 
-    /// Tasks in flight for `timeout` or longer at `now`, in order.
+    /// Stored tasks in flight for `timeout` or longer at `now`, in order (a
+    /// task still being published ends when its publish does).
     pub(crate) fn overdue(&self, now: Instant, timeout: Duration) -> Vec<u64> {
         let mut overdue: Vec<u64> = self
             .in_flight
             .iter()
-            .filter(|(_, at)| now.saturating_duration_since(**at) >= timeout)
+            .filter(|(_, f)| f.stored && now.saturating_duration_since(f.published) >= timeout)
             .map(|(&n, _)| n)
             .collect();
         overdue.sort_unstable();
@@ -151,14 +200,39 @@ mod tests {
     fn overdue_tasks_come_in_order() {
         let t0 = Instant::now();
         let mut w = Window::new(8);
-        w.published(3, t0);
-        w.published(1, t0);
+        for n in [3, 1, 4] {
+            w.published(n, t0);
+        }
         w.published(2, t0 + Duration::from_secs(5));
+        for n in [1, 2, 3] {
+            w.stored(n);
+        }
         assert_eq!(
             w.overdue(t0 + Duration::from_secs(6), Duration::from_secs(6)),
             vec![1, 3]
         );
         assert!(w.overdue(t0, Duration::from_secs(6)).is_empty());
+    }
+
+    #[test]
+    fn a_task_in_flight_is_looked_up_at_doubling_ages() {
+        let t0 = Instant::now();
+        let mut w = Window::new(8);
+        w.published(1, t0);
+        assert!(w
+            .due_for_lookup(t0 + Duration::from_millis(1999))
+            .is_empty());
+        assert_eq!(w.due_for_lookup(t0 + FIRST_LOOK), vec![1]);
+        assert!(w
+            .due_for_lookup(t0 + Duration::from_millis(3999))
+            .is_empty());
+        assert_eq!(w.due_for_lookup(t0 + Duration::from_secs(4)), vec![1]);
+        assert!(w
+            .due_for_lookup(t0 + Duration::from_millis(7999))
+            .is_empty());
+        assert_eq!(w.due_for_lookup(t0 + Duration::from_secs(8)), vec![1]);
+        w.end(1, t0 + Duration::from_secs(9));
+        assert!(w.due_for_lookup(t0 + Duration::from_secs(60)).is_empty());
     }
 
     #[test]

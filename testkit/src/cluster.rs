@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures::StreamExt;
 
-use crate::process::signal;
+use crate::os::signal;
 use crate::{free_port, root, tool};
 
 /// One server of the loopback cluster.
@@ -83,14 +83,19 @@ impl ClusterServer {
 
     /// A GET on its monitoring port, the body parsed as JSON.
     pub fn monitor(&self, path: &str) -> Option<serde_json::Value> {
-        let mut conn = TcpStream::connect(("127.0.0.1", self.http_port)).ok()?;
-        conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(conn, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut response = String::new();
-        conn.read_to_string(&mut response).ok()?;
-        let (_, body) = response.split_once("\r\n\r\n")?;
-        serde_json::from_str(body).ok()
+        http_json(self.http_port, path)
     }
+}
+
+/// A GET on `127.0.0.1:<port><path>`, the body parsed as JSON.
+pub fn http_json(port: u16, path: &str) -> Option<serde_json::Value> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response).ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
 }
 
 impl Drop for ClusterServer {

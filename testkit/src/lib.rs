@@ -8,15 +8,19 @@
 //! |---|---|
 //! | [`server`] | one nats-server of a test's own: start, stop, restart |
 //! | [`cluster`] | three servers from `deploy/cluster/n*.conf` on loopback |
-//! | [`process`] | `fleet node` and `fleet submit` processes, signals |
+//! | [`process`] | `fleet node` and `fleet submit` processes |
+//! | [`os`] | signals, with the real `kill` |
 //! | [`streams`] | what a stream holds, read with an ordered consumer |
 //! | [`checker`] | classifies every task from what `RESULTS` committed |
+//! | [`secure`] | the shipped least-privilege config and its roles |
 //! | [`rng`] | a seeded random source whose seed is printed, to replay a run |
 
 pub mod checker;
 pub mod cluster;
+pub mod os;
 pub mod process;
 pub mod rng;
+pub mod secure;
 pub mod server;
 pub mod streams;
 

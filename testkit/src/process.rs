@@ -9,22 +9,8 @@ use std::time::{Duration, Instant};
 use fleet::contract::READY_SIGNAL;
 
 use crate::fleet_bin;
+pub use crate::os::{signal, signal_pid};
 use crate::server::NatsServer;
-
-/// Sends a signal (`KILL`, `TERM`, `STOP`, `CONT`, `INT`) with the real `kill`.
-pub fn signal(child: &Child, sig: &str) {
-    signal_pid(child.id(), sig);
-}
-
-/// Sends a signal to a pid with the real `kill`.
-pub fn signal_pid(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("running kill");
-    assert!(status.success(), "kill -{sig} {pid} failed");
-}
 
 /// A `fleet node` process; killed when dropped.
 #[derive(Debug)]
@@ -38,9 +24,13 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    /// A node against `server`, ready (bound and pulling) when this returns.
+    /// A node of a development fleet against `server` (`--create
+    /// --dev-builtins`: it makes the streams and its group when missing, and
+    /// runs `sleep` and `fail`), ready (bound and pulling) when this returns.
     pub fn spawn(server: &NatsServer, name: &str, args: &[&str]) -> Self {
-        let mut node = Self::start(&server.url(), server.dir.path(), name, args, &[]);
+        let mut all = vec!["--create", "--dev-builtins"];
+        all.extend_from_slice(args);
+        let mut node = Self::start(&server.url(), server.dir.path(), name, &all, &[]);
         node.wait_ready(Duration::from_secs(30));
         node
     }
@@ -206,5 +196,41 @@ impl Drop for LogsOnFailure {
             let tail = lines[lines.len().saturating_sub(60)..].join("\n");
             eprintln!("===== {what}: {} =====\n{tail}", file.display());
         }
+    }
+}
+
+/// Runs `cmd` (its output piped) to its end, or kills it after `limit`;
+/// returns what it printed either way (a killed process has no exit code).
+pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting a command");
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = read(Box::new(child.stdout.take().expect("piped")));
+    let err = read(Box::new(child.stderr.take().expect("piped")));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("polling a command") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            break child.wait().expect("reaping a command");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::process::signal;
+use crate::os::signal;
 use crate::{free_port, root, tool};
 
 /// A running nats-server.
@@ -14,6 +14,8 @@ use crate::{free_port, root, tool};
 pub struct NatsServer {
     /// Its client port on 127.0.0.1.
     pub port: u16,
+    /// Its monitoring port on 127.0.0.1.
+    pub http_port: u16,
     /// Its directory: store, log, and whatever the test puts there.
     pub dir: tempfile::TempDir,
     child: Option<Child>,
@@ -46,6 +48,7 @@ impl NatsServer {
     fn start_in(dir: tempfile::TempDir, extra: Vec<String>) -> Self {
         let mut server = NatsServer {
             port: free_port(),
+            http_port: free_port(),
             dir,
             child: None,
             extra,
@@ -75,6 +78,25 @@ impl NatsServer {
         std::fs::read_to_string(self.log()).unwrap_or_default()
     }
 
+    /// `nats://user:password@127.0.0.1:<port>`.
+    pub fn url_as(&self, user: &str, password: &str) -> String {
+        format!("nats://{user}:{password}@127.0.0.1:{}", self.port)
+    }
+
+    /// The lines of the server's log that report a permission violation.
+    pub fn violations(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("Violation"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A GET on the monitoring port, the body parsed as JSON.
+    pub fn monitor(&self, path: &str) -> Option<serde_json::Value> {
+        crate::cluster::http_json(self.http_port, path)
+    }
+
     /// The server's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -97,6 +119,7 @@ impl NatsServer {
             let _ = self.child.take().map(|mut c| c.wait());
             self.starts = 0;
             self.port = free_port();
+            self.http_port = free_port();
             let _ = std::fs::remove_file(self.log());
         }
         panic!("nats-server found no free port in three tries");
@@ -117,6 +140,8 @@ impl NatsServer {
             .arg(self.port.to_string())
             .arg("-a")
             .arg("127.0.0.1")
+            .arg("-m")
+            .arg(self.http_port.to_string())
             .arg("-sd")
             .arg(self.store())
             .stdout(Stdio::null())
