@@ -290,6 +290,16 @@ impl ConnectConfig {
     }
 }
 
+/// Logs a refused credential with what to do about it, anything else as `what`.
+fn refused_or(text: &str, what: &str) {
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("authorization") || lower.contains("authentication") {
+        warn!(error = %text, "NATS refused the credentials; retrying with backoff (check --user/--password, --token, --nkey, --creds, --tlscert)");
+    } else {
+        warn!(error = %text, "{what}");
+    }
+}
+
 /// Connects, logging connection events. With [`ConnectConfig::wait_for_server`]
 /// it returns at once and keeps trying (a refused credential is logged, with
 /// what to do, and retried with backoff).
@@ -304,14 +314,8 @@ pub async fn connect(config: &ConnectConfig) -> Result<Client, Error> {
         match event {
             Event::Connected => info!("connected to NATS"),
             Event::Disconnected => warn!("disconnected from NATS; reconnecting"),
-            Event::ServerError(err) => {
-                let text = err.to_string();
-                if text.to_ascii_lowercase().contains("authorization") {
-                    warn!(error = %text, "NATS refused the credentials; retrying (check --creds, --nkey, --user/--password, --token)");
-                } else {
-                    warn!(error = %text, "NATS server error");
-                }
-            }
+            Event::ServerError(err) => refused_or(&err.to_string(), "NATS server error"),
+            Event::ClientError(err) => refused_or(&err.to_string(), "NATS client error"),
             other => info!(event = %other, "NATS event"),
         }
     });

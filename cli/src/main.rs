@@ -57,7 +57,10 @@ async fn run(cli: Cli) -> i32 {
             let mut line = format!("error: {err}");
             let mut source = err.source();
             while let Some(cause) = source {
-                line.push_str(&format!(": {cause}"));
+                let cause_text = cause.to_string();
+                if !line.ends_with(&cause_text) {
+                    line.push_str(&format!(": {cause_text}"));
+                }
                 source = cause.source();
             }
             eprintln!("{line}");

@@ -6,6 +6,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`auth`] | certificates, nkeys and operator credentials, made per test |
 //! | [`server`] | one nats-server of a test's own: start, stop, restart |
 //! | [`cluster`] | three servers from `deploy/cluster/n*.conf` on loopback |
 //! | [`process`] | `fleet node` and `fleet submit` processes |
@@ -15,6 +16,7 @@
 //! | [`secure`] | the shipped least-privilege config and its roles |
 //! | [`rng`] | a seeded random source whose seed is printed, to replay a run |
 
+pub mod auth;
 pub mod checker;
 pub mod cluster;
 pub mod os;

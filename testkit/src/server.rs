@@ -38,6 +38,32 @@ impl NatsServer {
         )
     }
 
+    /// Starts with a config of the test's: `conf` (nats-server syntax)
+    /// written into the server's directory; port and store as always.
+    pub fn start_with_conf(conf: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, conf).expect("writing a config");
+        Self::start_in(dir, vec!["-c".into(), path.display().to_string()])
+    }
+
+    /// Rewrites its config (see [`NatsServer::start_with_conf`]) and has
+    /// the server reload it (SIGHUP); waits until it has.
+    pub fn reload_conf(&mut self, conf: &str) {
+        std::fs::write(self.dir.path().join("server.conf"), conf).expect("writing a config");
+        let before = self.log_text().matches("Reloaded").count();
+        crate::os::signal_pid(self.pid().expect("the server runs"), "HUP");
+        let started = Instant::now();
+        while self.log_text().matches("Reloaded").count() == before {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the server did not reload:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts with `nats.conf` plus `sync_interval: always`.
     pub fn start_sync_always() -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
