@@ -1,18 +1,24 @@
-//! The fault suite: real nats-server, real `fleet` processes, real signals.
-//! Each scenario runs a batch large enough to be mid-flight when the fault
-//! hits, then the checker classifies every acknowledged task from what
-//! `RESULTS` committed. A lost or duplicated task fails the test.
+//! The fault suite: real nats-server, real `fleet` processes, real signals,
+//! all under least privilege: the shipped `deploy/secure/nats.conf`, the
+//! streams made by admin, nodes as the node role, batches submitted by the
+//! tenant alice. Each scenario runs a batch large enough to be mid-flight
+//! when the fault hits, then the checker classifies every acknowledged task
+//! from what `RESULTS` committed. A lost or duplicated task fails the test.
 
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use fleet_testkit::checker::{check, Report};
+use fleet_testkit::checker::{check_from, Report};
+use fleet_testkit::process::spawn_submit_at;
+use fleet_testkit::secure::{Role, Secure};
+use fleet_testkit::streams::{read_stream_from, stream_state_from};
 use fleet_testkit::*;
 
-/// A server, some nodes and one batch submitted with `fleet submit --batch`.
+/// A secure server, some nodes and one batch alice submits with `fleet
+/// submit --batch`.
 struct Scenario {
-    server: NatsServer,
+    secure: Secure,
     nodes: Vec<NodeProc>,
     node_args: Vec<String>,
     batch: String,
@@ -23,18 +29,30 @@ struct Scenario {
 }
 
 impl Scenario {
-    fn new(nodes: usize, node_args: &[&str], batch: &str, lines: &str) -> Self {
-        let server = NatsServer::start();
-        let input = server.dir.path().join("input");
+    /// `args` are node flags; `--ack-wait` among them goes to `fleet setup`
+    /// (it is the group's, made by admin).
+    fn new(nodes: usize, args: &[&str], batch: &str, lines: &str) -> Self {
+        let secure = Secure::start();
+        let (mut group, mut node_args) = (Vec::new(), vec!["--dev-builtins".to_string()]);
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            if *arg == "--ack-wait" {
+                group.extend([arg.to_string(), it.next().expect("a value").to_string()]);
+            } else {
+                node_args.push(arg.to_string());
+            }
+        }
+        secure.setup(&group.iter().map(String::as_str).collect::<Vec<_>>());
+        let input = secure.server.dir.path().join("input");
         std::fs::write(&input, lines).unwrap();
         let mut s = Scenario {
             nodes: Vec::new(),
-            node_args: node_args.iter().map(|a| a.to_string()).collect(),
+            node_args,
             batch: batch.to_string(),
             tasks: lines.lines().count() as u64,
             input,
-            out: server.dir.path().join("out.jsonl"),
-            server,
+            out: secure.server.dir.path().join("out.jsonl"),
+            secure,
             next_node: 0,
         };
         for _ in 0..nodes {
@@ -46,23 +64,42 @@ impl Scenario {
     fn add_node(&mut self) {
         self.next_node += 1;
         let args: Vec<&str> = self.node_args.iter().map(String::as_str).collect();
-        let node = NodeProc::spawn(&self.server, &format!("node{}", self.next_node), &args);
+        let node = self.secure.node(&format!("node{}", self.next_node), &args);
         self.nodes.push(node);
     }
 
     fn submit(&self, kind: &str, extra: &[&str]) -> Child {
+        let flags = Role::Alice.flags();
         let mut args = vec![kind, "--json", "--batch", &self.batch, "--timeout", "120s"];
         args.extend_from_slice(extra);
-        spawn_submit(&self.server, &args, &self.input, &self.out)
+        args.extend(flags.iter().map(String::as_str));
+        spawn_submit_at(&self.secure.server.url(), &args, &self.input, &self.out)
     }
 
     fn submit_err(&self) -> String {
         std::fs::read_to_string(self.out.with_extension("err")).unwrap_or_default()
     }
 
+    /// All messages of `stream`, read as admin.
+    fn read(&self, stream: &str) -> Vec<async_nats::Message> {
+        rt().block_on(async {
+            read_stream_from(self.secure.client(Role::Admin).await, stream).await
+        })
+    }
+
+    /// The state of `stream`, read as admin.
+    fn state(&self, stream: &str) -> async_nats::jetstream::stream::State {
+        rt().block_on(async {
+            stream_state_from(self.secure.client(Role::Admin).await, stream).await
+        })
+    }
+
     fn check(&self) -> Report {
         let lines = json_lines(&std::fs::read(&self.out).unwrap());
-        let report = rt().block_on(check(&self.server.url(), &self.batch, self.tasks, &lines));
+        let report = rt().block_on(async {
+            let admin = self.secure.client(Role::Admin).await;
+            check_from(admin, Some("alice"), &self.batch, self.tasks, &lines).await
+        });
         println!("checker, batch {}:\n{report}", self.batch);
         report
     }
@@ -171,9 +208,9 @@ fn server_restart_mid_batch() {
     let mut submit = s.submit("sleep", &["--window", "128"]);
     std::thread::sleep(Duration::from_millis(500));
     assert_running(&mut submit);
-    s.server.stop();
+    s.secure.server.stop();
     std::thread::sleep(Duration::from_millis(800));
-    s.server.restart();
+    s.secure.server.restart();
     wait_ok(&mut submit, &s);
     assert_nothing_lost(&s.check(), s.tasks);
     for node in &mut s.nodes {
@@ -209,8 +246,8 @@ fn poison_task_goes_to_dead_and_replays() {
         &numbered_lines(2000),
     );
     let mut good = s.submit("echo", &[]);
-    let poison = fleet(
-        &s.server,
+    let poison = s.secure.fleet(
+        Role::Alice,
         &["submit", "flaky", "poison", "--json", "--batch", "bad"],
         b"",
     );
@@ -223,7 +260,9 @@ fn poison_task_goes_to_dead_and_replays() {
         (Some("error"), Some(3))
     );
 
-    let dead = fleet(&s.server, &["dead", "list", "--json"], b"");
+    let dead = s
+        .secure
+        .fleet(Role::Admin, &["dead", "list", "--json"], b"");
     let dead = json_lines(&dead.stdout);
     assert_eq!(dead.len(), 1);
     assert_eq!(
@@ -233,14 +272,16 @@ fn poison_task_goes_to_dead_and_replays() {
 
     // The cause is fixed; replay it.
     std::fs::write(&ready, "").unwrap();
-    let replay = fleet(&s.server, &["dead", "replay", "--kind", "flaky"], b"");
+    let replay = s
+        .secure
+        .fleet(Role::Admin, &["dead", "replay", "--kind", "flaky"], b"");
     assert!(replay.status.success(), "{}", text(&replay.stderr));
     let start = Instant::now();
     loop {
-        let kept = rt().block_on(read_stream(&s.server.url(), "RESULTS"));
+        let kept = s.read("RESULTS");
         let mine: Vec<_> = kept
             .iter()
-            .filter(|m| m.subject.as_str() == "results.bad.1")
+            .filter(|m| m.subject.as_str() == "tenant.alice.results.bad.1")
             .collect();
         if let [only] = mine.as_slice() {
             if only
@@ -258,7 +299,7 @@ fn poison_task_goes_to_dead_and_replays() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(rt().block_on(stream_len(&s.server.url(), "DEAD")), 0);
+    assert_eq!(s.state("DEAD").messages, 0);
 }
 
 /// Scenario 6: `fleet submit` killed mid-batch and run again with the same batch: no
@@ -292,9 +333,7 @@ fn submitter_killed_and_rerun() {
     );
     assert_nothing_lost(&s.check(), s.tasks);
     // Every task was stored in TASKS once: the re-publishes were de-duplicated.
-    let last_seq = rt()
-        .block_on(stream_state(&s.server.url(), "TASKS"))
-        .last_sequence;
+    let last_seq = s.state("TASKS").last_sequence;
     assert_eq!(last_seq, s.tasks, "tasks enqueued twice");
 }
 
@@ -346,9 +385,9 @@ fn mixed_faults_twenty_thousand_tasks() {
                 s.add_node();
             }
             _ => {
-                s.server.stop();
+                s.secure.server.stop();
                 std::thread::sleep(Duration::from_millis(500));
-                s.server.restart();
+                s.secure.server.restart();
             }
         }
         injected.push(fault);

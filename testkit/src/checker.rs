@@ -73,13 +73,29 @@ pub async fn check(
     tasks: u64,
     submit_lines: &[serde_json::Value],
 ) -> Report {
+    let client = async_nats::connect(url)
+        .await
+        .expect("connecting to read RESULTS");
+    check_from(client, None, batch, tasks, submit_lines).await
+}
+
+/// [`check`] reading `RESULTS` through `client` (a role with rights), for a
+/// batch submitted by `tenant` (its results are kept under
+/// `tenant.<tenant>.results.`).
+pub async fn check_from(
+    client: async_nats::Client,
+    tenant: Option<&str>,
+    batch: &str,
+    tasks: u64,
+    submit_lines: &[serde_json::Value],
+) -> Report {
     let never_acked: HashSet<String> = submit_lines
         .iter()
         .filter(|l| l["code"].as_u64() == Some(u64::from(code::NOT_SUBMITTED)))
         .map(|l| l["id"].as_str().expect("every line has an id").to_string())
         .collect();
     let mut kept: HashMap<String, Vec<bool>> = HashMap::new();
-    for msg in crate::read_stream(url, fleet::contract::RESULTS_STREAM).await {
+    for msg in crate::streams::read_stream_from(client, fleet::contract::RESULTS_STREAM).await {
         let is_error = msg
             .headers
             .as_ref()
@@ -96,10 +112,8 @@ pub async fn check(
             continue;
         }
         report.acknowledged += 1;
-        match kept
-            .get(&fleet::contract::default_reply(&id))
-            .map(Vec::as_slice)
-        {
+        let subject = fleet::contract::in_tenant(tenant, &fleet::contract::default_reply(&id));
+        match kept.get(&subject).map(Vec::as_slice) {
             None | Some([]) => {
                 report.lost += 1;
                 report.lost_ids.push(n);

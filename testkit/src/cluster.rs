@@ -1,6 +1,10 @@
 //! A three-server JetStream cluster made from the shipped
-//! `deploy/cluster/n*.conf`, on loopback: only ports, route hosts and store
-//! directories are rewritten, so the test runs what users deploy.
+//! `deploy/cluster/n*.conf` and `accounts.conf`, on loopback: only ports,
+//! route hosts, store directories and file paths are rewritten, and the
+//! secrets an operator makes (TLS certificates, password hashes, the
+//! encryption key) are made here. So the test runs what users deploy:
+//! clients over TLS as users of accounts.conf, routes over mutual TLS,
+//! streams encrypted at rest.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -12,6 +16,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures::StreamExt;
 
+use crate::auth::Certs;
 use crate::os::signal;
 use crate::{free_port, root, tool};
 
@@ -32,9 +37,9 @@ pub struct ClusterServer {
 }
 
 impl ClusterServer {
-    /// Its client URL.
+    /// Its client URL (TLS).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("tls://127.0.0.1:{}", self.port)
     }
 
     /// Its generated config.
@@ -61,6 +66,7 @@ impl ClusterServer {
         let child = Command::new(tool("nats-server"))
             .arg("-c")
             .arg(self.conf())
+            .env("FLEET_JS_KEY", JS_KEY)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -112,22 +118,69 @@ impl Drop for ClusterServer {
 pub struct Cluster {
     /// The servers, `nats1` to `nats3`.
     pub servers: Vec<ClusterServer>,
+    /// The CA, server and client certificates.
+    pub certs: Certs,
+    /// Where the certificates and the accounts file are.
+    pub dir: tempfile::TempDir,
 }
+
+/// The users of `deploy/cluster/accounts.conf` and the passwords the test
+/// gives them.
+pub const USERS: [&str; 4] = ["admin", "node", "reader", "example"];
+
+/// The password a test cluster gives `user`.
+pub fn password(user: &str) -> String {
+    format!("{user}-cluster-test-password")
+}
+
+/// The encryption-at-rest key a test cluster's servers get.
+const JS_KEY: &str = "cluster-test-key-not-for-production";
 
 /// Starts the shipped cluster on loopback and waits until it has a JetStream
 /// meta leader with both other peers current: only then can R3 streams be
 /// made. Ports are picked free, but another process may take one before
 /// the server binds it: then the cluster is started again on new ports.
 pub fn run_cluster() -> Cluster {
+    let mut dir = tempfile::tempdir().expect("a temporary directory");
+    let mut certs = crate::auth::certs(dir.path());
+    let accounts = accounts_conf();
     for _ in 0..3 {
-        if let Some(cluster) = try_start() {
-            return cluster;
+        match try_start(dir, certs, &accounts) {
+            Ok(cluster) => return cluster,
+            Err((d, c)) => (dir, certs) = (d, c),
         }
     }
     panic!("three tries at free ports all clashed with other processes");
 }
 
 impl Cluster {
+    /// The global `fleet` (and `nats`) flags that connect as `user` of
+    /// accounts.conf over TLS (with the inbox prefix its permissions allow).
+    pub fn flags(&self, user: &str) -> Vec<String> {
+        let mut flags = vec![
+            "--tlsca".to_string(),
+            self.certs.ca.display().to_string(),
+            "--user".into(),
+            user.into(),
+            "--password".into(),
+            password(user),
+        ];
+        if matches!(user, "node" | "reader") {
+            flags.extend(["--inbox-prefix".into(), format!("_INBOX_{user}")]);
+        }
+        flags
+    }
+
+    /// An async-nats client as `user`, connected to server `i`.
+    pub async fn client(&self, i: usize, user: &str) -> async_nats::Client {
+        async_nats::ConnectOptions::with_user_and_password(user.into(), password(user))
+            .add_root_certificates(self.certs.ca.clone())
+            .require_tls(true)
+            .connect(self.servers[i].url())
+            .await
+            .expect("connecting to the cluster")
+    }
+
     /// All client URLs, comma-separated, as `NATS_URL` in deploy/ gives them.
     pub fn urls(&self) -> String {
         self.servers
@@ -163,10 +216,60 @@ fn replace_once(text: &str, from: &str, to: &str, file: &str) -> String {
     text.replacen(from, to, 1)
 }
 
+/// Replaces every one of the `n` occurrences of `from`; panics when there
+/// are not exactly `n`.
+fn replace_n(text: &str, from: &str, to: &str, n: usize, file: &str) -> String {
+    let found = text.matches(from).count();
+    assert_eq!(
+        found, n,
+        "{file}: expected `{from}` {n} times, found it {found} times"
+    );
+    text.replace(from, to)
+}
+
+/// `deploy/cluster/accounts.conf` with a bcrypt hash of [`password`] for
+/// every user, as an operator fills it in with `nats server passwd`.
+fn accounts_conf() -> String {
+    let file = "deploy/cluster/accounts.conf";
+    let mut text = std::fs::read_to_string(root().join(file))
+        .unwrap_or_else(|e| panic!("reading {file}: {e}"));
+    for user in USERS {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("user: {user},")) && l.contains("REPLACE"))
+            .unwrap_or_else(|| panic!("{file}: no REPLACE hash for {user}"))
+            .to_string();
+        let start = line.find("\"$2a$").expect("a quoted hash") + 1;
+        let end = start + line[start..].find('"').expect("the hash's closing quote");
+        let out = Command::new(tool("nats"))
+            .args(["server", "passwd", "-p", &password(user)])
+            .output()
+            .expect("nats server passwd");
+        let hash = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        assert!(
+            hash.starts_with("$2a$"),
+            "nats server passwd printed {hash:?}"
+        );
+        text = replace_once(
+            &text,
+            &line,
+            &format!("{}{hash}{}", &line[..start], &line[end..]),
+            file,
+        );
+    }
+    text
+}
+
 /// `deploy/cluster/n<i>.conf` rewritten for loopback: client, cluster and
-/// monitoring ports, route hosts nats1..3, and `store_dir`. Everything else
-/// (cluster name, server_name, sync_interval, limits) is used as shipped.
-fn loopback_config(i: usize, servers: &[ClusterServer]) -> String {
+/// monitoring ports, route hosts nats1..3, `store_dir` and the TLS files.
+/// Everything else (cluster name, server_name, sync_interval, encryption,
+/// TLS and route settings, limits) is used as shipped.
+fn loopback_config(i: usize, servers: &[ClusterServer], certs: &Certs) -> String {
     let file = format!("deploy/cluster/n{i}.conf");
     let me = &servers[i - 1];
     let mut text = std::fs::read_to_string(root().join(&file))
@@ -179,6 +282,14 @@ fn loopback_config(i: usize, servers: &[ClusterServer]) -> String {
     assert!(
         text.contains("sync_interval: always"),
         "{file} should fsync before every acknowledgement"
+    );
+    assert!(
+        text.contains("cipher: chacha") && text.contains("key: $FLEET_JS_KEY"),
+        "{file} should encrypt at rest"
+    );
+    assert!(
+        text.contains("verify: true"),
+        "{file}: routes should require certificates"
     );
     text = replace_once(
         &text,
@@ -194,18 +305,25 @@ fn loopback_config(i: usize, servers: &[ClusterServer]) -> String {
     );
     text = replace_once(
         &text,
-        "0.0.0.0:8222",
+        "127.0.0.1:8222",
         &format!("127.0.0.1:{}", me.http_port),
         &file,
     );
     for (j, other) in servers.iter().enumerate() {
-        let route = format!("nats://nats{}:6222", j + 1);
+        let route = format!("nats-route://nats{}:6222", j + 1);
         text = replace_once(
             &text,
             &route,
-            &format!("nats://127.0.0.1:{}", other.cluster_port),
+            &format!("nats-route://127.0.0.1:{}", other.cluster_port),
             &file,
         );
+    }
+    for (shipped, made) in [
+        ("/etc/nats/tls/ca.pem", &certs.ca),
+        ("/etc/nats/tls/server.pem", &certs.server_cert),
+        ("/etc/nats/tls/server-key.pem", &certs.server_key),
+    ] {
+        text = replace_n(&text, shipped, &made.display().to_string(), 2, &file);
     }
     let store_line = text
         .lines()
@@ -225,7 +343,11 @@ fn loopback_config(i: usize, servers: &[ClusterServer]) -> String {
     )
 }
 
-fn try_start() -> Option<Cluster> {
+fn try_start(
+    dir: tempfile::TempDir,
+    certs: Certs,
+    accounts: &str,
+) -> Result<Cluster, (tempfile::TempDir, Certs)> {
     let mut servers: Vec<ClusterServer> = (1..=3)
         .map(|i| ClusterServer {
             name: format!("nats{i}"),
@@ -237,14 +359,24 @@ fn try_start() -> Option<Cluster> {
         })
         .collect();
     for i in 1..=3 {
-        let conf = loopback_config(i, &servers);
+        let conf = loopback_config(i, &servers, &certs);
         std::fs::write(servers[i - 1].conf(), conf).expect("writing a config");
+        std::fs::write(servers[i - 1].dir.path().join("accounts.conf"), accounts)
+            .expect("writing accounts.conf");
     }
     for server in &mut servers {
         server.spawn();
     }
-    let mut cluster = Cluster { servers };
-    wait_for_meta_leader(&mut cluster).then_some(cluster)
+    let mut cluster = Cluster {
+        servers,
+        certs,
+        dir,
+    };
+    if wait_for_meta_leader(&mut cluster) {
+        Ok(cluster)
+    } else {
+        Err((cluster.dir, cluster.certs))
+    }
 }
 
 /// Waits until every server names the same JetStream meta leader and the
@@ -351,24 +483,32 @@ pub async fn stream_info_when(
     }
 }
 
-/// How many results `RESULTS` keeps per subject, read through `url`,
-/// retried from scratch on an error: after a server dies, creating even an
-/// ordered consumer fails until the meta leader is elected again.
-pub async fn kept_per_subject(url: &str, limit: Instant) -> HashMap<String, usize> {
+/// How many results `RESULTS` keeps per subject, read as admin through
+/// server `i`, retried from scratch on an error: after a server dies,
+/// creating even an ordered consumer fails until the meta leader is elected
+/// again.
+pub async fn kept_per_subject(
+    cluster: &Cluster,
+    i: usize,
+    limit: Instant,
+) -> HashMap<String, usize> {
     loop {
-        match try_kept_per_subject(url).await {
+        match try_kept_per_subject(cluster.client(i, "admin").await).await {
             Ok(counts) => return counts,
             Err(err) => assert!(
                 Instant::now() < limit,
-                "reading RESULTS through {url}: {err:#}"
+                "reading RESULTS through {}: {err:#}",
+                cluster.servers[i].name
             ),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-async fn try_kept_per_subject(url: &str) -> anyhow::Result<HashMap<String, usize>> {
-    let js = async_nats::jetstream::new(async_nats::connect(url).await?);
+async fn try_kept_per_subject(
+    client: async_nats::Client,
+) -> anyhow::Result<HashMap<String, usize>> {
+    let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("RESULTS").await?;
     let mut counts = HashMap::new();
     if stream.info().await?.state.messages == 0 {

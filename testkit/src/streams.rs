@@ -1,16 +1,29 @@
 //! What NATS kept: every message of a stream, per-subject counts, states.
+//! Each reader takes a URL (no credentials) or, with `_from`, a client of
+//! the caller's (a role with the rights to read).
 
 use std::collections::HashMap;
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures::StreamExt;
 
+async fn connect(url: &str) -> async_nats::Client {
+    async_nats::connect(url)
+        .await
+        .expect("connecting to read a stream")
+}
+
 /// Every message of `stream` (subject, headers, payload), read with an
 /// ordered consumer from the first.
 pub async fn read_stream(url: &str, stream: &str) -> Vec<async_nats::Message> {
-    let client = async_nats::connect(url)
-        .await
-        .expect("connecting to read a stream");
+    read_stream_from(connect(url).await, stream).await
+}
+
+/// [`read_stream`] through `client`.
+pub async fn read_stream_from(
+    client: async_nats::Client,
+    stream: &str,
+) -> Vec<async_nats::Message> {
     let js = async_nats::jetstream::new(client);
     let mut s = js.get_stream(stream).await.expect("the stream exists");
     let total = s.info().await.expect("stream info").state.messages;
@@ -45,9 +58,14 @@ pub async fn results_per_subject(url: &str) -> HashMap<String, usize> {
 
 /// A stream's state: message count, first and last sequence.
 pub async fn stream_state(url: &str, stream: &str) -> async_nats::jetstream::stream::State {
-    let client = async_nats::connect(url)
-        .await
-        .expect("connecting to read a stream");
+    stream_state_from(connect(url).await, stream).await
+}
+
+/// [`stream_state`] through `client`.
+pub async fn stream_state_from(
+    client: async_nats::Client,
+    stream: &str,
+) -> async_nats::jetstream::stream::State {
     let js = async_nats::jetstream::new(client);
     js.get_stream(stream)
         .await
