@@ -141,13 +141,17 @@ const JS_KEY: &str = "cluster-test-key-not-for-production";
 /// made. Ports are picked free, but another process may take one before
 /// the server binds it: then the cluster is started again on new ports.
 pub fn run_cluster() -> Cluster {
-    let mut dir = tempfile::tempdir().expect("a temporary directory");
-    let mut certs = crate::auth::certs(dir.path());
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let certs = crate::auth::certs(dir.path());
     let accounts = accounts_conf();
+    let mut cluster = Cluster {
+        servers: Vec::new(),
+        certs,
+        dir,
+    };
     for _ in 0..3 {
-        match try_start(dir, certs, &accounts) {
-            Ok(cluster) => return cluster,
-            Err((d, c)) => (dir, certs) = (d, c),
+        if try_start(&mut cluster, &accounts) {
+            return cluster;
         }
     }
     panic!("three tries at free ports all clashed with other processes");
@@ -343,11 +347,8 @@ fn loopback_config(i: usize, servers: &[ClusterServer], certs: &Certs) -> String
     )
 }
 
-fn try_start(
-    dir: tempfile::TempDir,
-    certs: Certs,
-    accounts: &str,
-) -> Result<Cluster, (tempfile::TempDir, Certs)> {
+/// Starts three servers into `cluster`; false when one could not bind its ports.
+fn try_start(cluster: &mut Cluster, accounts: &str) -> bool {
     let mut servers: Vec<ClusterServer> = (1..=3)
         .map(|i| ClusterServer {
             name: format!("nats{i}"),
@@ -359,7 +360,7 @@ fn try_start(
         })
         .collect();
     for i in 1..=3 {
-        let conf = loopback_config(i, &servers, &certs);
+        let conf = loopback_config(i, &servers, &cluster.certs);
         std::fs::write(servers[i - 1].conf(), conf).expect("writing a config");
         std::fs::write(servers[i - 1].dir.path().join("accounts.conf"), accounts)
             .expect("writing accounts.conf");
@@ -367,16 +368,8 @@ fn try_start(
     for server in &mut servers {
         server.spawn();
     }
-    let mut cluster = Cluster {
-        servers,
-        certs,
-        dir,
-    };
-    if wait_for_meta_leader(&mut cluster) {
-        Ok(cluster)
-    } else {
-        Err((cluster.dir, cluster.certs))
-    }
+    cluster.servers = servers;
+    wait_for_meta_leader(cluster)
 }
 
 /// Waits until every server names the same JetStream meta leader and the
