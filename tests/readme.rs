@@ -3,8 +3,10 @@
 //!
 //! Conventions the runner understands (and nothing else): a line ending in
 //! `# exits N` must exit with N; `results.N` is the sequence from the PubAck
-//! printed by the `nats req` line before it; after a line ending in `&` the
-//! runner waits a moment for it to be up. The README's `toml` block is written
+//! printed by the `nats req` line before it; a line whose comment says
+//! "once it ran" reads what a task kept and is tried again until it is
+//! there; after a line ending in `&` the runner waits a moment for it to
+//! be up. The README's `toml` block is written
 //! to `handlers.toml` in the working directory. Each block gets a fresh
 //! server, with a node unless the block starts its own.
 
@@ -34,6 +36,18 @@ fn blocks(readme: &str, lang: &str) -> Vec<String> {
     out
 }
 
+/// `results.N` with N the sequence of the PubAck the `nats req` before it
+/// printed; inside single quotes, the quotes are closed around it.
+fn with_seq(command: &str) -> String {
+    let seq = "$(grep -o '\"seq\":[0-9]*' req.out | cut -d: -f2)";
+    let Some(at) = command.find("results.N") else {
+        return command.to_string();
+    };
+    let quoted = command[..at].matches('\'').count() % 2 == 1;
+    let value = if quoted { format!("'\"{seq}\"'") } else { seq.to_string() };
+    format!("{}results.{value}{}", &command[..at], &command[at + "results.N".len()..])
+}
+
 /// Turns one README block into a script that checks each line's exit code.
 fn script(block: &str) -> String {
     let mut out = String::from("set -uo pipefail\n");
@@ -42,10 +56,7 @@ fn script(block: &str) -> String {
             Some((c, rest)) => (c.trim().to_string(), rest.trim().to_string()),
             None => (line.trim().to_string(), String::new()),
         };
-        let command = command.replace(
-            "results.N",
-            "results.$(grep -o '\"seq\":[0-9]*' req.out | cut -d: -f2)",
-        );
+        let command = with_seq(&command);
         let expected: i32 = comment
             .strip_prefix("exits ")
             .and_then(|r| r.split(':').next())
@@ -62,6 +73,14 @@ fn script(block: &str) -> String {
             }
             continue;
         }
+        if comment.contains("once it ran") {
+            // A read of what a task kept: a person would look again until
+            // the task has run; so does the runner, for up to 10 s.
+            out.push_str(&format!(
+                "for _ in $(seq 50); do {command} > once.out 2>&1 && ! grep -qE '404|not found' once.out && break; sleep 0.2; done\ncat once.out\n"
+            ));
+            continue;
+        }
         let command = if command.starts_with("nats req") {
             format!("{command} | tee req.out")
         } else {
@@ -75,8 +94,48 @@ fn script(block: &str) -> String {
     out
 }
 
+/// Runs one block as a script in `work` against `url`; panics with what it
+/// printed when a line exits other than the README says. Returns stdout.
+fn run_block(block: &str, work: &std::path::Path, url: &str) -> String {
+    let path = format!(
+        "{}:{}:{}",
+        fleet_bin().parent().unwrap().display(),
+        tool("nats").parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // Output goes to files: what a block leaves running in the background
+    // would keep a pipe open.
+    let (out_file, err_file) = (work.join("block.out"), work.join("block.err"));
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(script(block))
+        .current_dir(work)
+        .env("PATH", &path)
+        .env("NATS_URL", url)
+        .env_remove("NATS_USER")
+        .env_remove("NATS_PASSWORD")
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .unwrap();
+    let pgid = child.id();
+    let status = child.wait().unwrap();
+    // Stop what the block left running in the background.
+    let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
+    let stdout = std::fs::read_to_string(&out_file).unwrap();
+    let stderr = std::fs::read_to_string(&err_file).unwrap();
+    assert!(status.success(), "README block failed:\n{block}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    stdout
+}
+
 /// Runs every `sh` block of the README; checks exit codes and what a reader
-/// would look for in the output.
+/// would look for in the output. `sh secure` blocks run against the
+/// locked-down setup of `bin/dev --secure` (deploy/secure/nats.conf, set up
+/// by admin, a node as the node role).
 #[test]
 fn readme_commands_run_as_written() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
@@ -86,59 +145,15 @@ fn readme_commands_run_as_written() {
     for toml in blocks(&readme, "toml") {
         std::fs::write(work.path().join("handlers.toml"), toml).unwrap();
     }
-    let path = format!(
-        "{}:{}:{}",
-        fleet_bin().parent().unwrap().display(),
-        tool("nats").parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
     let mut all_output = String::new();
     for block in &sh {
         // Each block runs against a fleet of its own: a fresh server, and a
         // node unless the block starts its own (every node of a group must
         // have the same handlers).
         let server = NatsServer::start();
-        let _node = (!block.contains("fleet node")).then(|| {
-            NodeProc::spawn(
-                &server,
-                "node1",
-                &["--max-deliver", "2", "--retry-delay", "50ms"],
-            )
-        });
-        // Output goes to files: what a block leaves running in the background
-        // would keep a pipe open.
-        let (out_file, err_file) = (work.path().join("block.out"), work.path().join("block.err"));
-        let mut child = Command::new("bash")
-            .arg("-c")
-            .arg(script(block))
-            .current_dir(work.path())
-            .env("PATH", &path)
-            .env("NATS_URL", server.url())
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out_file).unwrap())
-            .stderr(std::fs::File::create(&err_file).unwrap())
-            .spawn()
-            .unwrap();
-        let pgid = child.id();
-        let status = child.wait().unwrap();
-        // Stop what the block left running in the background.
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{pgid}")])
-            .stderr(Stdio::null())
-            .status();
-        std::thread::sleep(Duration::from_millis(200));
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pgid}")])
-            .stderr(Stdio::null())
-            .status();
-        let stdout = std::fs::read_to_string(&out_file).unwrap();
-        let stderr = std::fs::read_to_string(&err_file).unwrap();
-        assert!(
-            status.success(),
-            "README block failed:\n{block}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        all_output.push_str(&stdout);
+        let _node = (!block.contains("fleet node"))
+            .then(|| NodeProc::spawn(&server, "node1", &["--max-deliver", "2", "--retry-delay", "50ms"]));
+        all_output.push_str(&run_block(block, work.path(), &server.url()));
     }
     // What a reader of each block expects to see.
     assert!(all_output.contains(&sha256_hex(b"hello")), "{all_output}");
@@ -147,4 +162,15 @@ fn readme_commands_run_as_written() {
     assert!(all_output.contains("FROM A FILE"), "{all_output}");
     let jsonl = std::fs::read_to_string(work.path().join("results.jsonl")).unwrap();
     assert_eq!(jsonl.lines().count(), 1000);
+
+    let secure = blocks(&readme, "sh secure");
+    assert!(!secure.is_empty(), "README lost its tenant block");
+    for block in &secure {
+        let fleet = fleet_testkit::secure::Secure::start();
+        fleet.setup(&[]);
+        let _node = fleet.node("node1", &["--dev-builtins"]);
+        let out = run_block(block, work.path(), &fleet.server.url());
+        assert!(out.contains(&sha256_hex(b"hello")), "{out}");
+        assert!(out.lines().any(|l| l.trim() == "hi"), "the tenant's direct get: {out}");
+    }
 }
