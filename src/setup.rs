@@ -97,6 +97,9 @@ pub fn stream_configs(settings: &StreamSettings) -> [Config; 3] {
             max_messages: settings.tasks_max_msgs,
             max_bytes: settings.tasks_max_bytes,
             allow_message_ttl: true,
+            // Submitters send tasks in fast batches (ADR-50): one flow ack
+            // per batch of tasks instead of a PubAck per task.
+            allow_batch_publish: true,
             ..base(contract::TASKS_STREAM, contract::TASK_PREFIX)
         },
         Config {
@@ -118,12 +121,11 @@ pub fn stream_configs(settings: &StreamSettings) -> [Config; 3] {
 }
 
 /// The subjects a group's consumer takes: its kinds, the fleet account's
-/// and every tenant's.
+/// and every tenant's. Empty for a group of every kind: an unfiltered
+/// consumer takes all of `TASKS`, and the server serves it faster than one
+/// with two filters (bin/bench: 2 nodes pulling, 0.55 → 0.9 of the loop).
 pub fn group_filters(kinds: &[String]) -> Vec<String> {
     let prefixes = contract::stream_subjects(contract::TASK_PREFIX);
-    if kinds.is_empty() {
-        return prefixes;
-    }
     kinds
         .iter()
         .flat_map(|kind| {
@@ -251,6 +253,7 @@ fn same_stream(current: &Config, wanted: &Config) -> bool {
         && current.max_age == wanted.max_age
         && current.discard == wanted.discard
         && current.allow_message_ttl == wanted.allow_message_ttl
+        && current.allow_batch_publish == wanted.allow_batch_publish
         && current.allow_direct == wanted.allow_direct
         && current.duplicate_window == wanted.duplicate_window
 }
@@ -414,6 +417,7 @@ mod tests {
         // A full queue refuses new tasks (the submitter hears 503) rather
         // than dropping queued ones.
         assert_eq!(tasks.discard, DiscardPolicy::New);
+        assert!(tasks.allow_batch_publish, "submitters send fast batches");
         assert!(tasks.max_messages > 0 && tasks.max_bytes > 0);
         // Results and dead letters make room by dropping the oldest.
         assert_eq!(
@@ -440,9 +444,13 @@ mod tests {
     }
 
     #[test]
-    fn a_group_of_all_kinds_takes_every_tenant_too() {
+    fn a_group_of_all_kinds_takes_all_of_tasks() {
         let c = consumer_config(&GroupSettings::default());
-        assert_eq!(c.filter_subjects, ["tasks.>", "tenant.*.tasks.>"]);
+        assert!(
+            c.filter_subjects.is_empty(),
+            "every subject of TASKS, tenants' too"
+        );
+        assert!(c.filter_subject.is_empty());
         assert_eq!(c.durable_name.as_deref(), Some("workers"));
         assert_eq!(c.ack_policy, AckPolicy::Explicit);
         assert_eq!(c.max_deliver, -1, "nodes count attempts, not the server");

@@ -44,8 +44,16 @@ fn with_seq(command: &str) -> String {
         return command.to_string();
     };
     let quoted = command[..at].matches('\'').count() % 2 == 1;
-    let value = if quoted { format!("'\"{seq}\"'") } else { seq.to_string() };
-    format!("{}results.{value}{}", &command[..at], &command[at + "results.N".len()..])
+    let value = if quoted {
+        format!("'\"{seq}\"'")
+    } else {
+        seq.to_string()
+    };
+    format!(
+        "{}results.{value}{}",
+        &command[..at],
+        &command[at + "results.N".len()..]
+    )
 }
 
 /// Turns one README block into a script that checks each line's exit code.
@@ -123,12 +131,21 @@ fn run_block(block: &str, work: &std::path::Path, url: &str) -> String {
     let pgid = child.id();
     let status = child.wait().unwrap();
     // Stop what the block left running in the background.
-    let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
     std::thread::sleep(Duration::from_millis(200));
-    let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).stderr(Stdio::null()).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
     let stdout = std::fs::read_to_string(&out_file).unwrap();
     let stderr = std::fs::read_to_string(&err_file).unwrap();
-    assert!(status.success(), "README block failed:\n{block}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        status.success(),
+        "README block failed:\n{block}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     stdout
 }
 
@@ -151,8 +168,13 @@ fn readme_commands_run_as_written() {
         // node unless the block starts its own (every node of a group must
         // have the same handlers).
         let server = NatsServer::start();
-        let _node = (!block.contains("fleet node"))
-            .then(|| NodeProc::spawn(&server, "node1", &["--max-deliver", "2", "--retry-delay", "50ms"]));
+        let _node = (!block.contains("fleet node")).then(|| {
+            NodeProc::spawn(
+                &server,
+                "node1",
+                &["--max-deliver", "2", "--retry-delay", "50ms"],
+            )
+        });
         all_output.push_str(&run_block(block, work.path(), &server.url()));
     }
     // What a reader of each block expects to see.
@@ -171,6 +193,9 @@ fn readme_commands_run_as_written() {
         let _node = fleet.node("node1", &["--dev-builtins"]);
         let out = run_block(block, work.path(), &fleet.server.url());
         assert!(out.contains(&sha256_hex(b"hello")), "{out}");
-        assert!(out.lines().any(|l| l.trim() == "hi"), "the tenant's direct get: {out}");
+        assert!(
+            out.lines().any(|l| l.trim() == "hi"),
+            "the tenant's direct get: {out}"
+        );
     }
 }

@@ -16,6 +16,9 @@ use tracing_subscriber::EnvFilter;
 
 use args::{Cli, Command};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     // One thread by default: the work is I/O on one connection, and a

@@ -14,6 +14,8 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use tracing::debug;
 
+use std::sync::Arc;
+
 use async_nats::jetstream;
 
 use super::decide::Written;
@@ -26,6 +28,8 @@ use crate::error::TaskError;
 pub(super) struct Ctx<'a> {
     pub(super) shared: &'a Shared,
     pub(super) msg: &'a jetstream::Message,
+    /// The task's headers (moved out of `msg`).
+    pub(super) headers: Arc<HeaderMap>,
     pub(super) kind: &'a str,
     pub(super) delivery: Delivery,
     pub(super) envelope: Envelope,
@@ -94,7 +98,7 @@ pub(super) async fn dead_letter(ctx: &Ctx<'_>, err: &TaskError) -> Written {
     let mut headers = HeaderMap::new();
     // Keep the task's own headers for a replay, but not the JetStream ones
     // (`Nats-Msg-Id`, `Nats-Expected-*`): they would refuse the copy.
-    for (name, values) in ctx.msg.headers.iter().flat_map(|h| h.iter()) {
+    for (name, values) in ctx.headers.iter() {
         let lower = AsRef::<str>::as_ref(name).to_ascii_lowercase();
         if !lower.starts_with(header::NATS_PREFIX) {
             for value in values {

@@ -5,9 +5,11 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
+use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::FutureExt;
 use tokio::time::{interval_at, sleep_until, Instant};
@@ -29,7 +31,7 @@ pub(super) enum Outcome {
 /// Runs one delivery. `slot` is held while the handler runs; publishing the
 /// result and acking hold a `finishing` permit instead, so slots bound the
 /// handlers at work, not the round trips to the server after them.
-pub(super) async fn run(shared: &Shared, msg: jetstream::Message, slot: Slot) {
+pub(super) async fn run(shared: &Shared, mut msg: jetstream::Message, slot: Slot) {
     let delivery = match msg.info() {
         Ok(info) => Delivery {
             attempt: u32::try_from(info.delivered).unwrap_or(u32::MAX).max(1),
@@ -41,16 +43,13 @@ pub(super) async fn run(shared: &Shared, msg: jetstream::Message, slot: Slot) {
             return;
         }
     };
+    // Moved out once, shared by the handler's Task and the dead letter.
+    let headers: Arc<HeaderMap> = Arc::new(msg.message.headers.take().unwrap_or_default());
     let Route { tenant, kind } = route(&msg.subject);
-    let read = Envelope::read(
-        msg.headers.as_ref(),
-        tenant,
-        delivery.stream_seq,
-        &shared.limits,
-    );
+    let read = Envelope::read(Some(&headers), tenant, delivery.stream_seq, &shared.limits);
     let (envelope, outcome) = match read {
         Ok(envelope) => {
-            let outcome = execute(shared, &msg, kind, delivery, &envelope).await;
+            let outcome = execute(shared, &msg, &headers, kind, delivery, &envelope).await;
             (envelope, outcome)
         }
         Err(boxed) => {
@@ -61,6 +60,7 @@ pub(super) async fn run(shared: &Shared, msg: jetstream::Message, slot: Slot) {
     let ctx = Ctx {
         shared,
         msg: &msg,
+        headers,
         kind,
         delivery,
         envelope,
@@ -75,6 +75,7 @@ pub(super) async fn run(shared: &Shared, msg: jetstream::Message, slot: Slot) {
 async fn execute(
     shared: &Shared,
     msg: &jetstream::Message,
+    headers: &Arc<HeaderMap>,
     kind: &str,
     delivery: Delivery,
     envelope: &Envelope,
@@ -94,23 +95,24 @@ async fn execute(
         attempt: delivery.attempt,
         deadline,
         payload: msg.payload.clone(),
-        headers: msg.headers.clone().map(Arc::new).unwrap_or_default(),
+        headers: headers.clone(),
     };
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(task)));
     let Ok(future) = started else {
         return Outcome::Failed(TaskError::retry("handler panicked"));
     };
     let mut future = AssertUnwindSafe(future).catch_unwind();
+    // Most handlers of small tasks are done on their first poll: then no
+    // timer, progress ack or cancel watch is set up at all.
+    if let Poll::Ready(result) = futures::poll!(&mut future) {
+        return ran(result);
+    }
     let every = (shared.ack_wait / 3).max(Duration::from_millis(100));
     let mut progress = interval_at(Instant::now() + every, every);
     let mut cancel = shared.cancel.clone();
     loop {
         tokio::select! {
-            result = &mut future => return match result {
-                Ok(Ok(output)) => Outcome::Done(output),
-                Ok(Err(err)) => Outcome::Failed(err),
-                Err(panic) => Outcome::Failed(TaskError::retry(format!("handler panicked: {}", panic_text(&panic)))),
-            },
+            result = &mut future => return ran(result),
             _ = sleep_until(deadline) => return Outcome::Failed(TaskError::new(
                 FailureKind::TimedOut,
                 format!("timed out after {}", humantime::format_duration(envelope.timeout)),
@@ -122,6 +124,18 @@ async fn execute(
             }
             _ = async { let _ = cancel.wait_for(|stop| *stop).await; } => return Outcome::Cancelled,
         }
+    }
+}
+
+/// The outcome of a handler's future that completed (or panicked).
+fn ran(result: std::thread::Result<Result<Bytes, TaskError>>) -> Outcome {
+    match result {
+        Ok(Ok(output)) => Outcome::Done(output),
+        Ok(Err(err)) => Outcome::Failed(err),
+        Err(panic) => Outcome::Failed(TaskError::retry(format!(
+            "handler panicked: {}",
+            panic_text(&panic)
+        ))),
     }
 }
 

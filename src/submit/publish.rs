@@ -1,112 +1,365 @@
-//! Publishing one task and waiting for JetStream to store it, again with
-//! the same `Nats-Msg-Id` after an error that may pass (the server
-//! restarting, a lost PubAck): the id keeps a second publish from doubling.
+//! Sending tasks: their headers, their reply subjects for the batch
+//! protocol of [`super::fast`], and reading the server's replies.
 
-use std::time::Duration;
-
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
-use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::Context;
-use async_nats::{HeaderMap, Message, Subject};
+use async_nats::{Client, HeaderMap, Message, StatusCode, Subject};
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use tokio::time::Instant;
-use tracing::debug;
 
-use crate::contract::header;
+use super::fast::{self, Reply, Slot};
+use crate::contract::{self, header};
+use crate::error::{Error, ErrorKind, ResultExt};
 
-/// What became of one task.
-pub(super) enum Accepted {
-    /// JetStream stored it.
-    Stored,
-    /// An earlier run of the batch got its result: here it is.
-    AlreadyDone(Message),
-    /// JetStream did not store it.
-    Refused(PublishError),
-}
-
-/// Resolves to the task's number and what became of it.
-pub(super) type AckFuture = BoxFuture<'static, (u64, Accepted)>;
-
-/// How long to wait before publishing a task again.
-const AGAIN_AFTER: Duration = Duration::from_millis(250);
-
-/// One task to publish.
+/// One task, kept until JetStream confirms it (it may have to go again).
+#[derive(Debug, Clone)]
 pub(super) struct Task {
-    pub(super) n: u64,
     pub(super) id: String,
+    /// Where its result goes, as this submitter subscribed to it.
     pub(super) reply: String,
     pub(super) timeout: Option<String>,
     pub(super) payload: Bytes,
-    /// `Nats-Msg-Id`: the id, salted per credentials when a salt is given.
-    pub(super) msg_id: String,
-    /// Look for a kept result (on `reply`) before publishing: resuming a batch.
-    pub(super) look_first: bool,
-    /// No task of the run is stored yet: "no stream" is then an answer (the
-    /// streams do not exist), not a moment of a server restart to wait out.
-    pub(super) first: bool,
+    /// `Nats-Msg-Id`, for a named batch (resuming it must not enqueue a task
+    /// twice); none otherwise: a task is only ever sent again when the
+    /// server said it did not store it, and a result is fenced anyway.
+    pub(super) msg_id: Option<String>,
 }
 
-/// Publishes `task` to `subject` until JetStream stores it, refuses it for
-/// good, or `deadline` passes; first looks for its kept result when resuming.
-pub(super) fn confirmed(js: Context, subject: Subject, task: Task, deadline: Instant) -> AckFuture {
-    Box::pin(async move {
-        if task.look_first {
-            if let Some(kept) = super::kept::last(&js.client(), &task.reply).await {
-                return (task.n, Accepted::AlreadyDone(kept));
-            }
+impl Task {
+    /// The task's headers: its id, its reply subject when it is not the
+    /// default one for its id, its timeout, its de-duplication id.
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TASK_ID, self.id.as_str());
+        if self.reply != contract::default_reply(&self.id) {
+            headers.insert(header::REPLY_TO, self.reply.as_str());
         }
-        loop {
-            // Built per attempt (almost always one), not cloned.
-            let publish = PublishMessage::build()
-                .payload(task.payload.clone())
-                .headers(headers(&task))
-                .message_id(&task.msg_id);
-            let accepted = match js.send_publish(subject.clone(), publish).await {
-                Ok(ack) => ack.await.map(|_| ()),
-                Err(err) => Err(err),
-            };
-            match accepted {
-                Err(err) if task.first && err.kind() == PublishErrorKind::StreamNotFound => {
-                    return (task.n, Accepted::Refused(err))
-                }
-                Err(err) if transient(&err) && Instant::now() < deadline => {
-                    debug!(%err, task = %task.id, "publish not confirmed; publishing again");
-                    tokio::time::sleep(AGAIN_AFTER).await;
-                }
-                Err(err) => return (task.n, Accepted::Refused(err)),
-                Ok(()) => return (task.n, Accepted::Stored),
-            }
+        if let Some(timeout) = &self.timeout {
+            headers.insert(header::TASK_TIMEOUT, timeout.as_str());
         }
-    })
-}
-
-/// The headers of a task.
-fn headers(task: &Task) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(header::TASK_ID, task.id.as_str());
-    headers.insert(header::REPLY_TO, task.reply.as_str());
-    if let Some(timeout) = &task.timeout {
-        headers.insert(header::TASK_TIMEOUT, timeout.as_str());
+        if let Some(id) = &self.msg_id {
+            headers.insert(header::MSG_ID, id.as_str());
+        }
+        headers
     }
-    headers
 }
 
-/// Errors after which the same publish may succeed (no stream answers
-/// while a cluster elects a leader; a full queue drains).
-fn transient(err: &PublishError) -> bool {
-    !matches!(err.kind(), PublishErrorKind::MaxPayloadExceeded)
+/// Sends tasks with replies on one inbox of this submitter's.
+pub(super) struct Sender {
+    client: Client,
+    /// `<inbox>`: replies come on `<inbox>.…`.
+    inbox: String,
+    /// Names this run's batches: `<run>x<batch number>`.
+    run: String,
+    subject: Subject,
+}
+
+impl Sender {
+    /// A sender of tasks to `subject`; subscribe to [`Sender::replies`].
+    pub(super) fn new(client: Client, subject: Subject) -> Self {
+        let inbox = client.new_inbox();
+        let run = inbox.rsplit('.').next().unwrap_or("run").to_string();
+        Sender {
+            client,
+            inbox,
+            run,
+            subject,
+        }
+    }
+
+    /// The subject the replies come on.
+    pub(super) fn replies(&self) -> String {
+        format!("{}.>", self.inbox)
+    }
+
+    fn reply_subject(&self, slot: Slot, single: bool) -> String {
+        if single {
+            format!("{}.single.{}", self.inbox, slot.seq)
+        } else {
+            format!(
+                "{}.{}x{}.{}.fail.{}.{}.$FI",
+                self.inbox,
+                self.run,
+                slot.batch,
+                fast::FLOW,
+                slot.seq,
+                slot.op
+            )
+        }
+    }
+
+    /// Sends `task` as the message `slot`.
+    pub(super) async fn send(&self, task: &Task, slot: Slot, single: bool) -> Result<(), Error> {
+        self.client
+            .publish_with_reply_and_headers(
+                self.subject.clone(),
+                self.reply_subject(slot, single),
+                task.headers(),
+                task.payload.clone(),
+            )
+            .await
+            .or_fail(ErrorKind::Connection, || "publishing a task".into())
+    }
+
+    /// Sends the message that commits batch `slot.batch` without storing
+    /// anything.
+    pub(super) async fn commit(&self, slot: Slot) -> Result<(), Error> {
+        self.client
+            .publish_with_reply(
+                self.subject.clone(),
+                self.reply_subject(slot, false),
+                Bytes::new(),
+            )
+            .await
+            .or_fail(ErrorKind::Connection, || "closing a batch".into())
+    }
+
+    /// Reads one reply: its batch number (0 for a single message) and what
+    /// it says; `None` for anything else.
+    pub(super) fn read(&self, msg: &Message) -> Option<(u64, Reply)> {
+        let rest = msg
+            .subject
+            .strip_prefix(self.inbox.as_str())?
+            .strip_prefix('.')?;
+        let no_responders = msg.status == Some(StatusCode::NO_RESPONDERS);
+        if let Some(seq) = rest.strip_prefix("single.") {
+            let seq = seq.parse().ok()?;
+            return Some((0, fast::parse(seq, no_responders, &msg.payload)?));
+        }
+        let seq = fast::subject_seq(rest)?;
+        let batch = rest
+            .split('.')
+            .next()?
+            .strip_prefix(self.run.as_str())?
+            .strip_prefix('x')?
+            .parse()
+            .ok()?;
+        Some((batch, fast::parse(seq, no_responders, &msg.payload)?))
+    }
+}
+
+/// Whether a refusal may pass if the task is sent again later (a full
+/// queue drains; a leader is elected); a payload too large never does.
+pub(super) fn transient(code: u64, description: &str) -> bool {
+    !(code == 10054
+        || description.contains("maximum payload")
+        || description.contains("message size exceeds"))
 }
 
 /// Why JetStream refused a task, in the words a submitter acts on.
-pub(super) fn refusal(err: &PublishError) -> String {
-    let text = err.to_string();
-    if text.contains("maximum messages") || text.contains("maximum bytes") {
+pub(super) fn refusal(description: &str) -> String {
+    if description.contains("maximum messages") || description.contains("maximum bytes") {
         format!(
-            "the queue is full ({} is at its max_msgs or max_bytes; see fleet status): {text}",
-            crate::contract::TASKS_STREAM
+            "the queue is full ({} is at its max_msgs or max_bytes; see fleet status): {description}",
+            contract::TASKS_STREAM
         )
     } else {
-        text
+        description.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, reply: &str) -> Task {
+        Task {
+            id: id.into(),
+            reply: reply.into(),
+            timeout: None,
+            payload: Bytes::new(),
+            msg_id: None,
+        }
+    }
+
+    #[test]
+    fn the_default_reply_is_not_sent() {
+        assert!(task("b.1", "results.b.1")
+            .headers()
+            .get(header::REPLY_TO)
+            .is_none());
+        let h = task("b.1", "_INBOX.x.1").headers();
+        assert_eq!(
+            h.get(header::REPLY_TO).map(|v| v.as_str()),
+            Some("_INBOX.x.1")
+        );
+        assert!(h.get(header::MSG_ID).is_none());
+    }
+
+    #[test]
+    fn refusals_read_as_what_to_do() {
+        assert!(refusal("maximum messages exceeded").starts_with("the queue is full"));
+        assert!(transient(10077, "maximum messages exceeded"));
+        assert!(!transient(10054, "message size exceeds maximum allowed"));
+    }
+}
+
+/// What the outbox learned from a reply.
+#[derive(Debug, Default)]
+pub(super) struct Heard {
+    /// Tasks JetStream stored.
+    pub(super) stored: Vec<u64>,
+    /// Tasks it will not store: number and why.
+    pub(super) refused: Vec<(u64, String)>,
+    /// No stream takes the tasks.
+    pub(super) no_stream: bool,
+}
+
+/// Tasks on their way into `TASKS`: sent in fast batches, kept until
+/// confirmed, sent again when the server says they were not stored, given
+/// up (refused) when a refusal cannot pass or their deadline is over.
+pub(super) struct Outbox {
+    sender: Sender,
+    batcher: fast::Batcher,
+    /// Tasks sent and not confirmed, with when they were first sent.
+    pending: std::collections::HashMap<u64, (Task, tokio::time::Instant)>,
+    /// Why a pending task was last refused (it is being tried again).
+    refusals: std::collections::HashMap<u64, String>,
+    /// Tasks refused for a reason that may pass, and when to try again.
+    retry: std::collections::VecDeque<(tokio::time::Instant, u64)>,
+    last_send: tokio::time::Instant,
+    /// Since when a batch's end is awaited.
+    ending_since: Option<tokio::time::Instant>,
+    timeout: std::time::Duration,
+}
+
+/// How long to wait before a task refused for a reason that may pass goes again.
+const AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long the outbox waits, idle, before it has the server confirm the
+/// tail of a batch (tasks are acked every [`fast::FLOW`]).
+const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a batch's end may take before the batch counts as lost.
+const END_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Outbox {
+    /// An outbox for `subject`; a task not stored within `timeout` of its
+    /// first send is given up.
+    pub(super) fn new(client: Client, subject: Subject, timeout: std::time::Duration) -> Self {
+        Outbox {
+            sender: Sender::new(client, subject),
+            batcher: fast::Batcher::default(),
+            pending: std::collections::HashMap::new(),
+            refusals: std::collections::HashMap::new(),
+            retry: std::collections::VecDeque::new(),
+            last_send: tokio::time::Instant::now(),
+            ending_since: None,
+            timeout,
+        }
+    }
+
+    /// The subject replies come on (subscribe before the first send).
+    pub(super) fn replies(&self) -> String {
+        self.sender.replies()
+    }
+
+    /// Whether another task may go out now.
+    pub(super) fn ready(&self) -> bool {
+        self.batcher.can_send()
+    }
+
+    /// Sends task `n`.
+    pub(super) async fn send(&mut self, n: u64, task: Task) -> Result<(), Error> {
+        let now = tokio::time::Instant::now();
+        let first = self.pending.get(&n).map_or(now, |(_, at)| *at);
+        let slot = self.batcher.send(n);
+        self.sender.send(&task, slot, self.batcher.single()).await?;
+        self.pending.insert(n, (task, first));
+        self.last_send = now;
+        Ok(())
+    }
+
+    async fn resend(&mut self, numbers: Vec<u64>) -> Result<(), Error> {
+        for n in numbers {
+            if let Some((task, _)) = self.pending.get(&n).cloned() {
+                self.send(n, task).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a reply (anything on [`Outbox::replies`]).
+    pub(super) async fn on_reply(&mut self, msg: &Message) -> Result<Heard, Error> {
+        let mut heard = Heard::default();
+        let Some((batch, reply)) = self.sender.read(msg) else {
+            tracing::debug!(subject = %msg.subject, payload = ?msg.payload, "unreadable reply");
+            return Ok(heard);
+        };
+        tracing::trace!(batch, ?reply, "reply");
+        let effect = self.batcher.on(batch, reply);
+        if !self.batcher.ending() {
+            self.ending_since = None;
+        }
+        for n in &effect.stored {
+            self.pending.remove(n);
+            self.refusals.remove(n);
+        }
+        heard.stored = effect.stored;
+        heard.no_stream = effect.no_stream;
+        let mut resend = effect.resend;
+        if let Some((n, code, description)) = effect.refused {
+            let expired = self
+                .pending
+                .get(&n)
+                .is_none_or(|(_, at)| at.elapsed() >= self.timeout);
+            resend.retain(|r| *r != n);
+            if transient(code, &description) && !expired {
+                self.retry
+                    .push_back((tokio::time::Instant::now() + AGAIN_AFTER, n));
+                self.refusals.insert(n, refusal(&description));
+            } else {
+                self.pending.remove(&n);
+                self.refusals.remove(&n);
+                heard.refused.push((n, refusal(&description)));
+            }
+        }
+        self.resend(resend).await?;
+        Ok(heard)
+    }
+
+    /// Sends what is due again; has the server confirm an idle batch's
+    /// tail; gives up a batch whose end never came, and tasks unconfirmed
+    /// past their deadline.
+    pub(super) async fn tick(&mut self) -> Result<Heard, Error> {
+        let now = tokio::time::Instant::now();
+        let mut heard = Heard::default();
+        let overdue: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, at))| now.duration_since(*at) >= self.timeout)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in overdue {
+            self.pending.remove(&n);
+            let why = self.refusals.remove(&n).unwrap_or_else(|| {
+                format!(
+                    "JetStream did not confirm it within {}",
+                    humantime::format_duration(self.timeout)
+                )
+            });
+            heard.refused.push((n, why));
+        }
+        while self.retry.front().is_some_and(|(at, _)| *at <= now) && self.batcher.can_send() {
+            let (_, n) = self.retry.pop_front().expect("checked");
+            if let Some((task, _)) = self.pending.get(&n).cloned() {
+                // Sent again: its old slot, if any, is no longer awaited.
+                self.send(n, task).await?;
+            }
+        }
+        if let Some(since) = self.ending_since {
+            if now.duration_since(since) >= END_WITHIN {
+                let effect = self.batcher.abandon();
+                self.ending_since = None;
+                self.resend(effect.resend).await?;
+            }
+        } else if now.duration_since(self.last_send) >= CONFIRM_AFTER {
+            if let Some(slot) = self.batcher.commit() {
+                self.sender.commit(slot).await?;
+                self.ending_since = Some(now);
+            }
+        }
+        Ok(heard)
+    }
+
+    /// Drops task `n` (it ended another way: a result came).
+    pub(super) fn forget(&mut self, n: u64) {
+        self.pending.remove(&n);
+        self.refusals.remove(&n);
     }
 }

@@ -151,6 +151,9 @@ pub struct Summary {
     pub duplicates: u64,
     /// Wall time of the run, in seconds.
     pub seconds: f64,
+    /// Tasks per second between the tenth and the ninetieth percentile of
+    /// the tasks' ends: the run's rate without its warm-up and its tail.
+    pub steady_tasks_per_s: f64,
     /// Submit-to-result latency percentiles, in microseconds.
     pub latency_us: Latency,
 }

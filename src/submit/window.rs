@@ -67,7 +67,8 @@ impl Window {
         self.in_flight.keys().copied().collect()
     }
 
-    /// Whether task `n` has ended (here or in an earlier run).
+    /// Whether task `n` has ended.
+    #[cfg(test)]
     pub(crate) fn has_ended(&self, n: u64) -> bool {
         self.ended.get(n)
     }
