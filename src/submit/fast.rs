@@ -1,25 +1,10 @@
-//! Fast batch publishing (ADR-50, nats-server 2.14+), as plain values: which
-//! task went out as which message of which batch, and what each reply from
-//! the server means for them. `mod.rs` sends and receives; this decides.
+//! Fast batch publishing (ADR-50, nats-server 2.14+) of tasks, as plain
+//! values: which task went out as which message of which batch, and what
+//! each reply from the server ([`super::wire`]) means for them.
 //!
-//! A task is published with a reply subject that carries the protocol:
-//! `<inbox>.<batch>.<flow>.fail.<seq>.<op>.$FI` (op 0 starts a batch, 1
-//! appends, 3 commits without storing). The server answers with one flow
-//! ack per `flow` stored messages (`{"type":"ack","seq":k}`: messages 1..k
-//! are stored), instead of a PubAck per task. In `fail` mode a refused
-//! message or a gap ends the batch, and its final PubAck's `count` is the
-//! stored prefix: the rest was not stored and is sent again in a new batch.
-//!
-//! | reply                                  | what it means                                  |
-//! |----------------------------------------|------------------------------------------------|
-//! | `{"type":"ack","seq":k,"msgs":f}`      | 1..k stored; the server's flow is now `f`      |
-//! | `{"type":"err","seq":k,"error":…}`     | k refused (the batch ends: a PubAck follows)   |
-//! | `{"type":"gap",…}`                     | messages lost on the way (the batch ends)      |
-//! | PubAck with `count` c                  | batch over: 1..c stored, the rest sent again   |
-//! | PubAck without `count`                 | that one message stored: no batching here      |
-//! | PubAck error 10205                     | the stream does not take batches               |
-//! | any other PubAck error                 | the batch is gone: the unconfirmed sent again  |
-//! | status 503 (no responders)             | no stream takes the subject                    |
+//! In `fail` mode a refused message or a gap ends the batch, and its final
+//! PubAck's `count` is the stored prefix: the rest was not stored and is
+//! sent again in a new batch.
 //!
 //! A plain PubAck comes when the server does not see the batch (a tenant's
 //! publish crosses a service import, which gives it a reply subject of its
@@ -28,109 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use super::wire::{Reply, BATCH_NOT_ALLOWED, BATCH_UNKNOWN, FLOW};
 
-/// The flow this submitter asks for: a flow ack every this many messages.
-pub(crate) const FLOW: u64 = 256;
-
-/// `err_code` of "this stream does not allow batch publishing".
-const BATCH_NOT_ALLOWED: u64 = 10205;
-/// `err_code` of "batch publish ID unknown": the batch ended or timed out.
-const BATCH_UNKNOWN: u64 = 10208;
-
-/// One reply from the server, as read from its subject and payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Reply {
-    /// Messages 1..`seq` of the batch are stored.
-    Ack { seq: u64, flow: u64 },
-    /// Message `seq` was refused.
-    Refused {
-        seq: u64,
-        code: u64,
-        description: String,
-    },
-    /// Messages went missing between client and server.
-    Gap,
-    /// The batch is over: messages 1..`count` are stored.
-    End { count: u64 },
-    /// The message this reply is addressed to is stored (a plain PubAck).
-    Stored { seq: u64 },
-    /// The server refused the batch as a whole (a PubAck error).
-    Failed {
-        seq: u64,
-        code: u64,
-        description: String,
-    },
-    /// No stream takes the subject.
-    NoStream,
-}
-
-#[derive(Deserialize)]
-struct Wire {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    seq: Option<u64>,
-    msgs: Option<u64>,
-    count: Option<u64>,
-    stream: Option<String>,
-    error: Option<WireError>,
-}
-
-#[derive(Deserialize)]
-struct WireError {
-    #[serde(default)]
-    err_code: u64,
-    #[serde(default)]
-    description: String,
-}
-
-/// The batch sequence a reply subject `…<seq>.<op>.$FI` is addressed to.
-pub(crate) fn subject_seq(subject: &str) -> Option<u64> {
-    let mut tokens = subject.rsplit('.');
-    (tokens.next()? == "$FI").then_some(())?;
-    let _op = tokens.next()?;
-    tokens.next()?.parse().ok()
-}
-
-/// Reads one reply addressed to message `seq`; `no_responders` when it is
-/// the server's 503 status. `None` for what is none of these.
-pub(crate) fn parse(seq: u64, no_responders: bool, payload: &[u8]) -> Option<Reply> {
-    if no_responders {
-        return Some(Reply::NoStream);
-    }
-    let wire: Wire = serde_json::from_slice(payload).ok()?;
-    let error = |e: WireError| (e.err_code, e.description);
-    Some(match (wire.kind.as_deref(), wire.error) {
-        (Some("ack"), _) => Reply::Ack {
-            seq: wire.seq?,
-            flow: wire.msgs.unwrap_or(FLOW),
-        },
-        (Some("err"), Some(e)) => {
-            let (code, description) = error(e);
-            Reply::Refused {
-                seq: wire.seq?,
-                code,
-                description,
-            }
-        }
-        (Some("gap"), _) => Reply::Gap,
-        (None, Some(e)) => {
-            let (code, description) = error(e);
-            Reply::Failed {
-                seq,
-                code,
-                description,
-            }
-        }
-        (None, None) if wire.stream.is_some() => match wire.count {
-            Some(count) => Reply::End { count },
-            None => Reply::Stored { seq },
-        },
-        _ => return None,
-    })
-}
-
-/// What a reply means for the tasks of a batch.
+/// What a reply means for the messages of a batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Effect {
     /// Tasks now known stored.
@@ -199,6 +84,9 @@ impl Batcher {
     /// Task `n` goes out: in which batch, as which message.
     pub(crate) fn send(&mut self, n: u64) -> Slot {
         let (batch, op) = match self.open {
+            // Standing alone, messages keep counting up: a sequence names
+            // one unconfirmed message.
+            _ if self.single => (0, 0),
             Some(batch) => (batch, 1),
             None => {
                 self.started += 1;
@@ -311,9 +199,13 @@ impl Batcher {
                 self.resend_all(&mut effect);
             }
             Reply::End { .. } => {}
+            // The first of these turns batching off; the rest are the same
+            // answer to the other messages of that batch, already sent again.
             Reply::Failed { code, .. } if code == BATCH_NOT_ALLOWED => {
-                self.single = true;
-                self.resend_all(&mut effect);
+                if !self.single {
+                    self.single = true;
+                    self.resend_all(&mut effect);
+                }
             }
             Reply::Failed {
                 seq,
@@ -348,55 +240,6 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn reply(json: &str) -> Reply {
-        parse(7, false, json.as_bytes()).unwrap()
-    }
-
-    #[test]
-    fn replies_are_read_as_the_server_writes_them() {
-        assert_eq!(
-            reply(r#"{"type":"ack","seq":20,"msgs":10}"#),
-            Reply::Ack { seq: 20, flow: 10 }
-        );
-        assert_eq!(
-            reply(
-                r#"{"type":"err","seq":2,"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 58"}}"#
-            ),
-            Reply::Refused {
-                seq: 2,
-                code: 10071,
-                description: "wrong last sequence: 58".into()
-            }
-        );
-        assert_eq!(reply(r#"{"type":"gap","last_seq":3,"seq":5}"#), Reply::Gap);
-        assert_eq!(
-            reply(r#"{"stream":"TASKS","seq":63,"batch":"35dd","count":5}"#),
-            Reply::End { count: 5 }
-        );
-        assert_eq!(
-            reply(r#"{"stream":"TASKS","seq":63}"#),
-            Reply::Stored { seq: 7 }
-        );
-        assert_eq!(
-            reply(
-                r#"{"error":{"code":400,"err_code":10205,"description":"batch publish is disabled"},"stream":"TASKS","seq":0}"#
-            ),
-            Reply::Failed {
-                seq: 7,
-                code: 10205,
-                description: "batch publish is disabled".into()
-            }
-        );
-        assert_eq!(parse(1, true, b""), Some(Reply::NoStream));
-        assert_eq!(parse(1, false, b"not json"), None);
-    }
-
-    #[test]
-    fn the_sequence_is_read_from_the_reply_subject() {
-        assert_eq!(subject_seq("_INBOX.abc.3.256.fail.42.1.$FI"), Some(42));
-        assert_eq!(subject_seq("_INBOX.abc.1"), None);
-    }
 
     #[test]
     fn a_batch_starts_then_appends() {
@@ -556,10 +399,43 @@ mod tests {
         );
         assert_eq!(e.resend, vec![1, 2]);
         assert!(b.single());
-        b.send(1);
-        let e = b.on(2, Reply::Stored { seq: 1 });
+        let slot = b.send(1);
+        let e = b.on(0, Reply::Stored { seq: slot.seq });
         assert_eq!(e.stored, vec![1]);
         assert!(b.can_send());
+    }
+
+    #[test]
+    fn single_messages_never_share_a_sequence() {
+        let mut b = Batcher::default();
+        let first: Vec<Slot> = (1..=3).map(|n| b.send(n)).collect();
+        assert_eq!(b.on(1, Reply::Stored { seq: 1 }).stored, vec![1]);
+        let later = b.send(4);
+        assert!(
+            first.iter().all(|s| s.seq != later.seq),
+            "{first:?} {later:?}"
+        );
+        assert_eq!(b.on(0, Reply::Stored { seq: 2 }).stored, vec![2]);
+        assert_eq!(b.on(0, Reply::Stored { seq: later.seq }).stored, vec![4]);
+        assert_eq!(b.on(0, Reply::Stored { seq: 3 }).stored, vec![3]);
+        assert_eq!(b.unconfirmed(), 0);
+    }
+
+    #[test]
+    fn every_refusal_of_batching_turns_it_off_once() {
+        let mut b = Batcher::default();
+        b.send(1);
+        b.send(2);
+        let refusal = |seq| Reply::Failed {
+            seq,
+            code: 10205,
+            description: "disabled".into(),
+        };
+        assert_eq!(b.on(1, refusal(1)).resend, vec![1, 2]);
+        b.send(1);
+        b.send(2);
+        assert_eq!(b.on(1, refusal(2)), Effect::default(), "already sent again");
+        assert_eq!(b.unconfirmed(), 2);
     }
 
     #[test]

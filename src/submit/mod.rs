@@ -17,6 +17,7 @@ mod publish;
 mod report;
 mod run;
 mod window;
+mod wire;
 
 use std::io;
 use std::pin::Pin;

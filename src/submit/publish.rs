@@ -1,10 +1,11 @@
 //! Sending tasks: their headers, their reply subjects for the batch
 //! protocol of [`super::fast`], and reading the server's replies.
 
-use async_nats::{Client, HeaderMap, Message, StatusCode, Subject};
+use async_nats::{Client, HeaderMap, Message, Subject};
 use bytes::Bytes;
 
-use super::fast::{self, Reply, Slot};
+use super::fast::{self, Slot};
+use super::wire::{self, Reply, Wire};
 use crate::contract::{self, header};
 use crate::error::{Error, ErrorKind, ResultExt};
 
@@ -44,45 +45,24 @@ impl Task {
 /// Sends tasks with replies on one inbox of this submitter's.
 pub(super) struct Sender {
     client: Client,
-    /// `<inbox>`: replies come on `<inbox>.…`.
-    inbox: String,
-    /// Names this run's batches: `<run>x<batch number>`.
-    run: String,
+    wire: Wire,
     subject: Subject,
 }
 
 impl Sender {
     /// A sender of tasks to `subject`; subscribe to [`Sender::replies`].
     pub(super) fn new(client: Client, subject: Subject) -> Self {
-        let inbox = client.new_inbox();
-        let run = inbox.rsplit('.').next().unwrap_or("run").to_string();
+        let wire = Wire::new(client.new_inbox());
         Sender {
             client,
-            inbox,
-            run,
+            wire,
             subject,
         }
     }
 
     /// The subject the replies come on.
     pub(super) fn replies(&self) -> String {
-        format!("{}.>", self.inbox)
-    }
-
-    fn reply_subject(&self, slot: Slot, single: bool) -> String {
-        if single {
-            format!("{}.single.{}", self.inbox, slot.seq)
-        } else {
-            format!(
-                "{}.{}x{}.{}.fail.{}.{}.$FI",
-                self.inbox,
-                self.run,
-                slot.batch,
-                fast::FLOW,
-                slot.seq,
-                slot.op
-            )
-        }
+        self.wire.replies()
     }
 
     /// Sends `task` as the message `slot`.
@@ -90,7 +70,7 @@ impl Sender {
         self.client
             .publish_with_reply_and_headers(
                 self.subject.clone(),
-                self.reply_subject(slot, single),
+                self.wire.reply_subject(slot, single),
                 task.headers(),
                 task.payload.clone(),
             )
@@ -104,41 +84,23 @@ impl Sender {
         self.client
             .publish_with_reply(
                 self.subject.clone(),
-                self.reply_subject(slot, false),
+                self.wire.reply_subject(slot, false),
                 Bytes::new(),
             )
             .await
             .or_fail(ErrorKind::Connection, || "closing a batch".into())
     }
 
-    /// Reads one reply: its batch number (0 for a single message) and what
-    /// it says; `None` for anything else.
+    /// Reads one reply (see [`Wire::read`]).
     pub(super) fn read(&self, msg: &Message) -> Option<(u64, Reply)> {
-        let rest = msg
-            .subject
-            .strip_prefix(self.inbox.as_str())?
-            .strip_prefix('.')?;
-        let no_responders = msg.status == Some(StatusCode::NO_RESPONDERS);
-        if let Some(seq) = rest.strip_prefix("single.") {
-            let seq = seq.parse().ok()?;
-            return Some((0, fast::parse(seq, no_responders, &msg.payload)?));
-        }
-        let seq = fast::subject_seq(rest)?;
-        let batch = rest
-            .split('.')
-            .next()?
-            .strip_prefix(self.run.as_str())?
-            .strip_prefix('x')?
-            .parse()
-            .ok()?;
-        Some((batch, fast::parse(seq, no_responders, &msg.payload)?))
+        self.wire.read(msg)
     }
 }
 
 /// Whether a refusal may pass if the task is sent again later (a full
 /// queue drains; a leader is elected); a payload too large never does.
 pub(super) fn transient(code: u64, description: &str) -> bool {
-    !(code == 10054
+    !(code == wire::TOO_LARGE
         || description.contains("maximum payload")
         || description.contains("message size exceeds"))
 }
@@ -223,7 +185,7 @@ pub(super) struct Outbox {
 /// How long to wait before a task refused for a reason that may pass goes again.
 const AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 /// How long the outbox waits, idle, before it has the server confirm the
-/// tail of a batch (tasks are acked every [`fast::FLOW`]).
+/// tail of a batch (tasks are acked every [`wire::FLOW`]).
 const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long a batch's end may take before the batch counts as lost.
 const END_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);

@@ -158,6 +158,48 @@ pub struct Summary {
     pub latency_us: Latency,
 }
 
+/// When tasks ended, sampled: every `stride`-th end, the stride doubling
+/// whenever the samples reach [`EndTimes::CAP`]. Bounded memory for any
+/// run, and the rank of every sample is known.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EndTimes {
+    stride: u64,
+    ended: u64,
+    /// Seconds since the run began, of ends `stride`, `2·stride`, …
+    at: Vec<f64>,
+}
+
+impl EndTimes {
+    const CAP: usize = 2048;
+
+    /// One more task ended, `secs` after the run began.
+    pub(crate) fn push(&mut self, secs: f64) {
+        self.stride = self.stride.max(1);
+        self.ended += 1;
+        if self.ended % self.stride == 0 {
+            self.at.push(secs);
+        }
+        if self.at.len() >= Self::CAP {
+            // Keep the ends of rank 2·stride, 4·stride, …
+            self.at = self.at.iter().skip(1).step_by(2).copied().collect();
+            self.stride *= 2;
+        }
+    }
+
+    /// Tasks per second between the tenth and the ninetieth percentile of
+    /// the ends; `None` with too few samples to tell.
+    pub(crate) fn steady_rate(&self) -> Option<f64> {
+        let rank_index = |q: f64| ((self.ended as f64 * q) / self.stride as f64).round() as usize;
+        let (lo, hi) = (rank_index(0.1).max(1), rank_index(0.9).min(self.at.len()));
+        if hi <= lo {
+            return None;
+        }
+        let span = self.at[hi - 1] - self.at[lo - 1];
+        let tasks = ((hi - lo) as u64 * self.stride) as f64;
+        (span > 0.0).then(|| tasks / span)
+    }
+}
+
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
@@ -285,6 +327,35 @@ mod tests {
             (none.code(), none.message().unwrap().as_str()),
             (Some(408), "no result within 1m")
         );
+    }
+
+    #[test]
+    fn the_steady_rate_leaves_out_warm_up_and_tail() {
+        let mut ends = EndTimes::default();
+        // 1000 tasks per second for 100 000 tasks, after a one-second
+        // warm-up and before a one-second tail of the last task.
+        for n in 1..=100_000u64 {
+            let mut secs = 1.0 + n as f64 / 1000.0;
+            if n == 100_000 {
+                secs += 1.0;
+            }
+            ends.push(secs);
+        }
+        let rate = ends.steady_rate().unwrap();
+        assert!((rate - 1000.0).abs() < 1.0, "{rate}");
+        assert!(ends.at.len() < EndTimes::CAP, "bounded: {}", ends.at.len());
+    }
+
+    #[test]
+    fn a_short_run_has_no_steady_rate() {
+        let mut ends = EndTimes::default();
+        assert_eq!(ends.steady_rate(), None);
+        ends.push(1.0);
+        assert_eq!(ends.steady_rate(), None);
+        for n in 2..=20 {
+            ends.push(n as f64);
+        }
+        assert_eq!(ends.steady_rate(), Some(1.0));
     }
 
     #[test]

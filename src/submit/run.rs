@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::publish::{Heard, Outbox, Task};
-use super::report::{Latency, Summary, TaskEnd, TaskStatus};
+use super::report::{EndTimes, Latency, Summary, TaskEnd, TaskStatus};
 use super::window::{Ended, Window};
 use super::{kept, Event, SubmitConfig};
 use crate::contract;
@@ -47,8 +47,9 @@ pub(super) struct Run {
     window: Window,
     summary: Summary,
     latencies: hdrhistogram::Histogram<u64>,
-    /// When the 10th and the 90th percentile of the tasks ended.
-    marks: (Option<Instant>, Option<Instant>),
+    /// When the run began, and when its tasks ended.
+    started: Instant,
+    ends: EndTimes,
     /// Results are kept in `RESULTS` (not `ephemeral`).
     kept: bool,
     /// Whether JetStream stored any task of this run yet.
@@ -78,7 +79,8 @@ impl Run {
             window: Window::new(config.window),
             summary: Summary::default(),
             latencies: hdrhistogram::Histogram::new(3).expect("3 significant figures is valid"),
-            marks: (None, None),
+            started: Instant::now(),
+            ends: EndTimes::default(),
             kept: !config.ephemeral,
             stored_any: false,
             connects: stats.connects.load(Ordering::Relaxed),
@@ -112,7 +114,7 @@ impl Run {
     where
         S: Stream<Item = io::Result<Bytes>> + Unpin,
     {
-        let started = Instant::now();
+        self.started = Instant::now();
         let mut lookups: FuturesUnordered<Lookup> = FuturesUnordered::new();
         let mut next = 0u64;
         let mut input_done = false;
@@ -162,12 +164,11 @@ impl Run {
                 }
             }
         }
-        self.summary.seconds = started.elapsed().as_secs_f64();
-        if let (Some(t10), Some(t90)) = self.marks {
-            let span = t90.saturating_duration_since(t10).as_secs_f64();
-            let tasks = self.summary.tasks as f64 * 0.8;
-            self.summary.steady_tasks_per_s = if span > 0.0 { tasks / span } else { 0.0 };
-        }
+        self.summary.seconds = self.started.elapsed().as_secs_f64();
+        self.summary.steady_tasks_per_s = self
+            .ends
+            .steady_rate()
+            .unwrap_or_else(|| self.summary.rate());
         let h = &self.latencies;
         self.summary.latency_us = Latency {
             p50: h.value_at_quantile(0.5),
@@ -287,13 +288,7 @@ impl Run {
         }
         self.outbox.forget(end.n);
         self.summary.count(&end);
-        let ended = self.summary.ok + self.summary.failed + self.summary.timed_out;
-        if ended * 10 >= self.summary.tasks.max(1) && self.marks.0.is_none() {
-            self.marks.0 = Some(Instant::now());
-        }
-        if ended * 10 >= self.summary.tasks.max(1) * 9 {
-            self.marks.1.get_or_insert_with(Instant::now);
-        }
+        self.ends.push(self.started.elapsed().as_secs_f64());
         self.tx
             .send(Ok(Event::Ended(end)))
             .await
