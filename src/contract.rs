@@ -30,6 +30,13 @@ pub const RESULTS_STREAM: &str = "RESULTS";
 /// Tasks that failed for good.
 pub const DEAD_STREAM: &str = "DEAD";
 
+/// The name every node registers under for NATS service discovery
+/// (`nats micro ls fleet`).
+pub const SERVICE_NAME: &str = "fleet";
+/// Prefix of a node's control subjects: `fleet.control.<instance id>.drain`
+/// asks that node to drain and stop.
+pub const CONTROL_PREFIX: &str = "fleet.control.";
+
 /// The durable consumer shared by the nodes of one group.
 pub const DEFAULT_GROUP: &str = "workers";
 
@@ -46,6 +53,10 @@ pub mod header {
     pub const TASK_NODE: &str = "Task-Node";
     /// On results and dead letters: which delivery produced it (1 for the first).
     pub const TASK_ATTEMPT: &str = "Task-Attempt";
+    /// On results: when the node started the attempt (RFC 3339, UTC).
+    pub const TASK_STARTED: &str = "Task-Started";
+    /// On results: when the attempt's result was written (RFC 3339, UTC).
+    pub const TASK_FINISHED: &str = "Task-Finished";
     /// On dead letters: the task's kind.
     pub const TASK_KIND: &str = "Task-Kind";
     /// On dead letters: the `TASKS` stream sequence the task had.

@@ -72,6 +72,18 @@ impl Dev {
             .collect()
     }
 
+    /// The `nats` CLI against this fleet's server: its standard output.
+    fn nats(&self, auth: &[&str], args: &[&str]) -> String {
+        let out = Command::new(tool("nats"))
+            .args(["--server", &format!("nats://127.0.0.1:{}", self.port)])
+            .args(auth)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "nats {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap()
     }
@@ -124,6 +136,39 @@ fn bin_dev_runs_a_batch_and_stops_cleanly() {
     assert!(nodes.len() >= 2, "{out}");
     assert!(out.contains(&sha256_hex(b"hello")), "{out}");
     assert!(TcpStream::connect(("127.0.0.1", dev.port)).is_ok());
+    // The README's operator commands: every node in service discovery with
+    // its kinds, the batch counted by kind, node1's metrics.
+    let ls = dev.nats(&[], &["micro", "ls"]);
+    for i in 1..=3 {
+        assert!(
+            ls.contains(&format!(
+                "fleet node node{i} of group workers: echo, fail, sha256, sleep"
+            )),
+            "{ls}"
+        );
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(&dev.nats(&[], &["micro", "stats", "fleet", "--json"])).unwrap();
+    let requests = |kind: &str| -> u64 {
+        stats
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|node| node["endpoints"].as_array().unwrap())
+            .filter(|e| e["name"] == kind)
+            .map(|e| e["num_requests"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!((requests("sleep"), requests("sha256")), (12, 3), "{stats}");
+    let metrics =
+        http::get(([127, 0, 0, 1], dev.port + 1001).into(), "/metrics").expect("node1's metrics");
+    assert!(
+        metrics
+            .body
+            .contains("fleet_node_tasks_total{kind=\"sleep\",outcome=\"ok\"}"),
+        "{}",
+        metrics.body
+    );
     dev.stop();
 }
 
@@ -143,5 +188,15 @@ fn bin_dev_secure_runs_the_locked_down_fleet() {
         .filter(|l| l.contains("Violation"))
         .collect();
     assert!(violations.is_empty(), "{violations:?}");
+    let reader = [
+        "--user",
+        "reader",
+        "--password",
+        "reader-trial-password",
+        "--inbox-prefix",
+        "_INBOX_reader",
+    ];
+    let ls = dev.nats(&reader, &["micro", "ls"]);
+    assert_eq!(ls.matches("fleet node node").count(), 3, "{ls}");
     dev.stop();
 }

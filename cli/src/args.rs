@@ -19,6 +19,9 @@ pub(crate) struct Cli {
     /// for handlers that compute in-process (CPU-bound Rust handlers).
     #[arg(long, global = true, env = "FLEET_THREADS", default_value_t = 1)]
     pub(crate) threads: usize,
+    /// Log lines as text (colour only on a terminal) or as JSON, one object a line.
+    #[arg(long, global = true, env = "FLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -70,19 +73,31 @@ pub(crate) struct NatsArgs {
     pub(crate) inbox_prefix: Option<String>,
 }
 
+/// How log lines are written (standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// For people.
+    Text,
+    /// For machines: one JSON object a line.
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Create or update the streams and a group's consumer (admin).
     Setup(SetupArgs),
     /// Run a worker node: pull tasks, run handlers, publish results.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Submit tasks of one kind and print their results.
     Submit(SubmitArgs),
     /// Show queue depth, groups, kept results and dead letters.
     Status {
-        /// Print JSON instead of text.
+        /// Print JSON instead of text (field names are stable; see the README).
         #[arg(long)]
         json: bool,
+        /// Print again every second until Ctrl-C (on a terminal, in place).
+        #[arg(long)]
+        watch: bool,
     },
     /// List or replay dead letters.
     #[command(subcommand)]
@@ -223,6 +238,10 @@ pub(crate) struct NodeArgs {
     /// node others submit to: `sleep` holds a slot as long as a task asks).
     #[arg(long, env = "FLEET_DEV_BUILTINS")]
     pub(crate) dev_builtins: bool,
+    /// Serve Prometheus metrics at /metrics, and /healthz and /readyz for
+    /// probes, on this address (e.g. 127.0.0.1:9090). Off by default.
+    #[arg(long, env = "FLEET_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// Prefixes a task's Reply-To may start with. Repeatable.
     #[arg(long = "allow-reply", default_values_t = contract::DEFAULT_ALLOWED_REPLY_PREFIXES.iter().map(|s| s.to_string()))]
     pub(crate) allow_reply: Vec<String>,

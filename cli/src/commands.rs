@@ -56,15 +56,22 @@ pub(crate) async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<
             print(format!("{text}\n")).await?;
             Ok(0)
         }
-        Command::Node(_) => {
+        Command::Node(args) => {
             let (config, registry) = node.expect("built above");
-            Node::new(client, config, registry).run(shutdown).await?;
-            Ok(0)
+            run_node(
+                Node::new(client, config, registry),
+                args.metrics_addr,
+                shutdown,
+            )
+            .await
         }
         Command::Submit(args) => {
             crate::submit::run(client, args, connect_config.msg_id_salt()).await
         }
-        Command::Status { json } => {
+        Command::Status { json, watch } => {
+            if watch {
+                return watch_status(&js, json, shutdown).await;
+            }
             let status = status::status(&js).await?;
             let text = if json {
                 serde_json::to_string_pretty(&status).expect("the status serializes")
@@ -121,6 +128,84 @@ pub(crate) async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<
             eprintln!("{} dead letters deleted", gone.len());
             Ok(0)
         }
+    }
+}
+
+/// Runs a node: serves its metrics and probes when asked, tells systemd
+/// (`Type=notify`) when it is ready and when it stops.
+async fn run_node(
+    node: Node,
+    metrics_addr: Option<std::net::SocketAddr>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ExitCode, Error> {
+    let observer = node.observer();
+    if let Some(addr) = metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Usage,
+                format!("--metrics-addr {addr}: cannot listen"),
+                e,
+            )
+        })?;
+        tracing::info!(%addr, "metrics at /metrics, probes at /healthz and /readyz");
+        let router = observer.router();
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, router).await {
+                tracing::warn!(%err, "the metrics server stopped");
+            }
+        });
+    }
+    let notify = tokio::spawn(async move {
+        observer.wait_ready().await;
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+    });
+    let stats = node.run(shutdown).await;
+    notify.abort();
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    stats?;
+    Ok(0)
+}
+
+/// Tells systemd how the node is doing; nothing outside a `Type=notify` unit.
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        if let Err(err) = sd_notify::notify(state) {
+            tracing::warn!(%err, "could not notify systemd");
+        }
+    }
+}
+
+/// `fleet status --watch`: the status every second until `shutdown`. On a
+/// terminal it redraws in place, like `watch`; otherwise (a pipe, a file)
+/// each reading follows the last, as one JSON line with `--json`.
+async fn watch_status(
+    js: &async_nats::jetstream::Context,
+    json: bool,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ExitCode, Error> {
+    use std::io::IsTerminal;
+    let terminal = std::io::stdout().is_terminal();
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(0),
+            _ = every.tick() => {}
+        }
+        let status = status::status(js).await?;
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let text = match (json, terminal) {
+            (true, _) => format!(
+                "{}\n",
+                serde_json::to_string(&status).expect("the status serializes")
+            ),
+            // Home, clear, then the reading: the screen shows only the latest.
+            (false, true) => {
+                format!("\x1b[H\x1b[2Jfleet status at {now} (Ctrl-C to stop)\n\n{status}\n")
+            }
+            (false, false) => format!("fleet status at {now}\n{status}\n\n"),
+        };
+        print(text).await?;
     }
 }
 

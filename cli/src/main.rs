@@ -14,7 +14,7 @@ use clap::Parser;
 use fleet::ErrorKind;
 use tracing_subscriber::EnvFilter;
 
-use args::{Cli, Command};
+use args::{Cli, Command, LogFormat};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -47,12 +47,16 @@ async fn run(cli: Cli) -> i32 {
         Command::Node(_) => "info,async_nats=warn",
         _ => "warn,async_nats=error",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        // Colour only for a person at a terminal (not a file, not journald).
+        LogFormat::Text => logs.with_ansi(colour()).init(),
+    }
     match commands::run(cli, shutdown_signal()).await {
         Ok(code) => code,
         Err(err) => {
@@ -73,6 +77,13 @@ async fn run(cli: Cli) -> i32 {
             }
         }
     }
+}
+
+/// Whether log lines may carry colour: standard error is a terminal and
+/// `NO_COLOR` (no-color.org) is unset or empty.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -36,6 +36,10 @@ struct JsonLine<'a> {
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished: Option<&'a str>,
 }
 
 /// Writes task ends in one [`Format`].
@@ -89,6 +93,8 @@ impl<W: AsyncWrite + Unpin> Printer<W> {
                     encoding,
                     error: end.status.message(),
                     code: end.status.code(),
+                    started: end.started.as_deref(),
+                    finished: end.finished.as_deref(),
                 };
                 serde_json::to_writer(&mut out, &line).expect("a JSON line serializes");
                 out.push(b'\n');

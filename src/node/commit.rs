@@ -15,10 +15,12 @@ use bytes::Bytes;
 use tracing::debug;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_nats::jetstream;
 
 use super::decide::Written;
+use super::observe::KindMetrics;
 use super::Shared;
 use crate::contract::{self, header, msg_id};
 use crate::envelope::{header_bytes, one_line, Delivery, Envelope};
@@ -33,6 +35,10 @@ pub(super) struct Ctx<'a> {
     pub(super) kind: &'a str,
     pub(super) delivery: Delivery,
     pub(super) envelope: Envelope,
+    /// When this node began the attempt.
+    pub(super) started: SystemTime,
+    /// The task kind's metrics.
+    pub(super) metrics: &'a KindMetrics,
 }
 
 /// Room kept under `max_payload` for the subject and framing of a message.
@@ -47,6 +53,9 @@ fn result_headers(ctx: &Ctx<'_>, error: Option<&TaskError>) -> HeaderMap {
         header::TASK_ATTEMPT,
         ctx.delivery.attempt.to_string().as_str(),
     );
+    let rfc3339 = |t| humantime::format_rfc3339_millis(t).to_string();
+    headers.insert(header::TASK_STARTED, rfc3339(ctx.started).as_str());
+    headers.insert(header::TASK_FINISHED, rfc3339(SystemTime::now()).as_str());
     if let Some(err) = error {
         headers.insert(header::SERVICE_ERROR, one_line(err.message()).as_str());
         headers.insert(header::SERVICE_ERROR_CODE, err.code().to_string().as_str());
@@ -86,6 +95,7 @@ pub(super) async fn result(ctx: &Ctx<'_>, output: Bytes, error: Option<&TaskErro
     };
     let written = written(confirm(ctx, subject, publish).await);
     if written == Written::AlreadyKept {
+        ctx.shared.observer.refused();
         debug!(task = %ctx.envelope.id, "result already committed by an earlier attempt");
     }
     written

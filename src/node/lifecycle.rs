@@ -3,10 +3,9 @@
 //! outcome (its table is the whole lifecycle on one screen).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, AckKind};
 use async_nats::HeaderMap;
@@ -43,9 +42,12 @@ pub(super) async fn run(shared: &Shared, mut msg: jetstream::Message, slot: Slot
             return;
         }
     };
+    let started = SystemTime::now();
     // Moved out once, shared by the handler's Task and the dead letter.
     let headers: Arc<HeaderMap> = Arc::new(msg.message.headers.take().unwrap_or_default());
     let Route { tenant, kind } = route(&msg.subject);
+    let metrics = shared.observer.kind(kind);
+    metrics.started(waited(started, delivery.stored_ns), delivery.attempt);
     let read = Envelope::read(Some(&headers), tenant, delivery.stream_seq, &shared.limits);
     let (envelope, outcome) = match read {
         Ok(envelope) => {
@@ -64,12 +66,22 @@ pub(super) async fn run(shared: &Shared, mut msg: jetstream::Message, slot: Slot
         kind,
         delivery,
         envelope,
+        started,
+        metrics,
     };
     // Too many results on their way out: keep the slot, so pulling slows.
     let finishing = shared.finishing.clone().acquire_owned().await;
     drop(slot);
     finish(&ctx, outcome).await;
     drop(finishing);
+}
+
+/// How long a task stored at `stored_ns` (Unix nanoseconds) waited until `now`.
+fn waited(now: SystemTime, stored_ns: i128) -> Duration {
+    let now_ns = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    Duration::from_nanos(u64::try_from(now_ns - stored_ns).unwrap_or(0))
 }
 
 async fn execute(
@@ -97,6 +109,21 @@ async fn execute(
         payload: msg.payload.clone(),
         headers: headers.clone(),
     };
+    let began = Instant::now();
+    let outcome = run_handler(shared, msg, handler.as_ref(), task, envelope).await;
+    shared.observer.kind(kind).ran(began.elapsed());
+    outcome
+}
+
+/// Runs the handler to its end, its deadline, or the node's cancel.
+async fn run_handler(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    handler: &dyn crate::handlers::Handler,
+    task: Task,
+    envelope: &Envelope,
+) -> Outcome {
+    let deadline = task.deadline;
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(task)));
     let Ok(future) = started else {
         return Outcome::Failed(TaskError::retry("handler panicked"));
@@ -150,7 +177,7 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 async fn finish(ctx: &Ctx<'_>, outcome: Outcome) {
-    let counters = &ctx.shared.counters;
+    let metrics = ctx.metrics;
     let policy = &ctx.shared.config.retry;
     let ran = match &outcome {
         Outcome::Done(_) => Ran::Ok,
@@ -159,18 +186,18 @@ async fn finish(ctx: &Ctx<'_>, outcome: Outcome) {
     };
     match (decide::verdict(ran, ctx.delivery.attempt, policy), outcome) {
         (Verdict::HandBack, _) => {
-            counters.handed_back.fetch_add(1, Ordering::Relaxed);
+            metrics.handed_back();
             reply(ctx, AckReply::Nak(None)).await;
         }
         (Verdict::Retry { delay }, Outcome::Failed(err)) => {
-            counters.retried.fetch_add(1, Ordering::Relaxed);
+            metrics.retried(err.message());
             debug!(task = %ctx.envelope.id, attempt = ctx.delivery.attempt, %err, ?delay, "retrying");
             reply(ctx, AckReply::Nak(Some(delay))).await;
         }
         (Verdict::Commit, Outcome::Done(output)) => {
             match decide::after_result(commit::result(ctx, output, None).await) {
                 Next::Reply(AckReply::Ack) => {
-                    counters.ok.fetch_add(1, Ordering::Relaxed);
+                    metrics.ok();
                     reply(ctx, AckReply::Ack).await;
                 }
                 Next::Reply(other) => {
@@ -198,7 +225,7 @@ async fn fail_for_good(ctx: &Ctx<'_>, err: TaskError) {
     };
     let ack = decide::after_failure(&dead, result.as_ref());
     if ack == AckReply::Term {
-        ctx.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        ctx.metrics.failed(err.message());
     } else {
         warn!(task = %ctx.envelope.id, ?dead, ?result, "could not finish the failed task; it will run again");
     }

@@ -11,15 +11,17 @@ mod commit;
 mod credits;
 pub(crate) mod decide;
 mod lifecycle;
+mod observe;
+mod process;
 mod pull;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
-use async_nats::{Client, HeaderValue};
+use async_nats::{Client, HeaderValue, Subscriber};
+use futures::StreamExt;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, Instant};
 use tracing::{info, warn};
@@ -28,8 +30,10 @@ use crate::contract;
 use crate::envelope::Limits;
 use crate::error::{Error, ErrorKind};
 use crate::handlers::Registry;
+use crate::micro;
 use crate::setup::{self, GroupSettings, StreamSettings};
 pub use decide::RetryPolicy;
+pub use observe::{Observer, Phase};
 use pull::{Puller, PULL_EXPIRES};
 
 /// How a node runs. `..Default::default()` fills what you do not set.
@@ -101,25 +105,6 @@ pub struct NodeStats {
     pub handed_back: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
-    handed_back: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> NodeStats {
-        NodeStats {
-            ok: self.ok.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-            handed_back: self.handed_back.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// What every task of a node shares.
 struct Shared {
     client: Client,
@@ -131,7 +116,7 @@ struct Shared {
     ack_wait: Duration,
     registry: Registry,
     node_header: HeaderValue,
-    counters: Counters,
+    observer: Observer,
     cancel: watch::Receiver<bool>,
     /// Tasks past their handler, publishing the result and acking.
     finishing: Arc<Semaphore>,
@@ -142,6 +127,7 @@ pub struct Node {
     client: Client,
     config: NodeConfig,
     registry: Registry,
+    observer: Observer,
 }
 
 impl std::fmt::Debug for Node {
@@ -156,11 +142,19 @@ impl std::fmt::Debug for Node {
 impl Node {
     /// A node that runs the handlers of `registry`.
     pub fn new(client: Client, config: NodeConfig, registry: Registry) -> Self {
+        let observer = Observer::new(client.clone(), &registry.kinds());
         Node {
             client,
             config,
             registry,
+            observer,
         }
+    }
+
+    /// This node's metrics and health: serve [`Observer::router`] to let
+    /// Prometheus and probes read them. Valid before and during [`Node::run`].
+    pub fn observer(&self) -> Observer {
+        self.observer.clone()
     }
 
     /// Binds the group's consumer (creating the streams and the consumer
@@ -199,7 +193,7 @@ impl Node {
             node_header: HeaderValue::from(config.name.as_str()),
             js: js.clone(),
             registry: self.registry,
-            counters: Counters::default(),
+            observer: self.observer.clone(),
             cancel,
             finishing: Arc::new(Semaphore::new(finishing_limit(config.concurrency))),
             config,
@@ -213,22 +207,91 @@ impl Node {
             config.concurrency,
         )
         .await?;
+        let id = instance_id(&self.client);
+        let mut control = self
+            .client
+            .subscribe(observe::control_subject(&id))
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Connection,
+                    format!("subscribing to the drain subject: {e}"),
+                )
+            })?;
+        shared
+            .observer
+            .bound(&config.name, &config.group.name, &id, config.concurrency);
+        let discovery = register(&shared, &id).await;
         info!(node = %config.name, group = %config.group.name, concurrency = config.concurrency,
             handlers = ?shared.registry.kinds(), takes = ?bound.config.filter_subjects,
-            ack_wait = ?bound.config.ack_wait, "{}", contract::READY_SIGNAL);
+            ack_wait = ?bound.config.ack_wait, id = %id, "{}", contract::READY_SIGNAL);
 
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let released = Arc::new(Notify::new());
         tokio::pin!(shutdown);
-        run_loop(&shared, &mut puller, &slots, &released, shutdown).await?;
+        run_loop(
+            &shared,
+            &mut puller,
+            &slots,
+            &released,
+            &mut control,
+            shutdown,
+        )
+        .await?;
 
+        shared.observer.set_phase(Phase::Draining);
         info!(node = %config.name, "stopping: no new tasks; draining");
         drain(&shared, &mut puller, &slots, cancel_tx).await;
+        if let Some(discovery) = discovery {
+            discovery.stop();
+        }
         // Bounded: with the server gone, a flush would wait forever.
         let _ = tokio::time::timeout(Duration::from_secs(5), shared.client.flush()).await;
-        let stats = shared.counters.snapshot();
+        let stats = shared.observer.totals();
         info!(node = %config.name, ?stats, "stopped");
         Ok(stats)
+    }
+}
+
+/// A name for this run of the node, unique across the fleet: the
+/// client's random inbox token.
+fn instance_id(client: &Client) -> String {
+    let inbox = client.new_inbox();
+    inbox.rsplit('.').next().unwrap_or(&inbox).to_string()
+}
+
+/// Registers the node for service discovery; a node that cannot (a
+/// user without the permission) runs on unlisted.
+async fn register(shared: &Arc<Shared>, id: &str) -> Option<micro::Registration> {
+    let identity = micro::Identity {
+        name: contract::SERVICE_NAME.to_string(),
+        id: id.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        metadata: Default::default(),
+    };
+    let config = &shared.config;
+    let description = format!(
+        "fleet node {} of group {}: {}",
+        config.name,
+        config.group.name,
+        shared.registry.kinds().join(", ")
+    );
+    let observer = &shared.observer;
+    let source: Arc<dyn micro::Source> = Arc::new(observer.clone());
+    match micro::register(
+        shared.client.clone(),
+        identity,
+        description,
+        observer.endpoint_infos(),
+        source,
+    )
+    .await
+    {
+        Ok(registration) => Some(registration),
+        Err(err) => {
+            warn!(%err, "service discovery is off: this node will not show in `nats micro ls`");
+            None
+        }
     }
 }
 
@@ -237,9 +300,13 @@ async fn run_loop(
     puller: &mut Puller,
     slots: &Arc<Semaphore>,
     released: &Arc<Notify>,
+    control: &mut Subscriber,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), Error> {
+    let concurrency = shared.config.concurrency;
     loop {
+        let free = slots.available_permits();
+        shared.observer.slots(concurrency - free, free);
         if puller.credits.take_pause() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -252,6 +319,14 @@ async fn run_loop(
         tokio::select! {
             biased;
             _ = &mut shutdown => return Ok(()),
+            Some(request) = control.next() => {
+                info!(node = %shared.config.name, "asked to drain");
+                if let Some(reply) = request.reply {
+                    let answer = serde_json::json!({"node": shared.config.name, "draining": true});
+                    let _ = shared.client.publish(reply, answer.to_string().into()).await;
+                }
+                return Ok(());
+            }
             msg = puller.next() => {
                 let Some(msg) = msg else {
                     return Err(Error::new(ErrorKind::Connection, "connection to NATS closed"));
@@ -292,7 +367,8 @@ async fn start(
 }
 
 async fn hand_back(shared: &Shared, msg: &jetstream::Message) {
-    shared.counters.handed_back.fetch_add(1, Ordering::Relaxed);
+    let kind = crate::envelope::route(&msg.subject).kind;
+    shared.observer.kind(kind).handed_back();
     if let Err(err) = msg.ack_with(AckKind::Nak(None)).await {
         warn!(%err, "could not hand a task back; it returns after ack_wait");
     }

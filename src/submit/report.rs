@@ -80,6 +80,10 @@ pub struct TaskEnd {
     pub node: Option<String>,
     /// Which attempt answered.
     pub attempt: Option<u32>,
+    /// When the node started that attempt (`Task-Started`, RFC 3339).
+    pub started: Option<String>,
+    /// When its result was written (`Task-Finished`, RFC 3339).
+    pub finished: Option<String>,
     /// The result bytes.
     pub payload: Bytes,
     /// Collected from `RESULTS`, kept by an earlier run of the same batch.
@@ -96,6 +100,8 @@ impl TaskEnd {
             status,
             node: None,
             attempt: None,
+            started: None,
+            finished: None,
             payload: Bytes::new(),
             resumed: false,
         }
@@ -128,6 +134,8 @@ impl TaskEnd {
             status,
             node: get(header::TASK_NODE),
             attempt: get(header::TASK_ATTEMPT).and_then(|a| a.trim().parse().ok()),
+            started: get(header::TASK_STARTED),
+            finished: get(header::TASK_FINISHED),
             payload,
             resumed: false,
         }
@@ -176,7 +184,7 @@ impl EndTimes {
     pub(crate) fn push(&mut self, secs: f64) {
         self.stride = self.stride.max(1);
         self.ended += 1;
-        if self.ended % self.stride == 0 {
+        if self.ended.is_multiple_of(self.stride) {
             self.at.push(secs);
         }
         if self.at.len() >= Self::CAP {

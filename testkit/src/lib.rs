@@ -15,10 +15,14 @@
 //! | [`checker`] | classifies every task from what `RESULTS` committed |
 //! | [`secure`] | the shipped least-privilege config and its roles |
 //! | [`rng`] | a seeded random source whose seed is printed, to replay a run |
+//! | [`browser`] | headless Chromium over the DevTools protocol, for pages |
+//! | [`http`] | plain HTTP requests to a local address, and Prometheus text read back |
 
 pub mod auth;
+pub mod browser;
 pub mod checker;
 pub mod cluster;
+pub mod http;
 pub mod os;
 pub mod process;
 pub mod rng;
