@@ -290,9 +290,27 @@ impl ConnectConfig {
     }
 }
 
+/// The last permission violation the server reported to this process, and
+/// when. NATS reports a refused publish on the side, while the request it
+/// belonged to only times out; this lets the caller say why.
+static LAST_VIOLATION: std::sync::Mutex<Option<(std::time::Instant, String)>> =
+    std::sync::Mutex::new(None);
+
+/// The server's last permission violation, if it came within `within`.
+pub fn recent_permission_violation(within: std::time::Duration) -> Option<String> {
+    let last = LAST_VIOLATION.lock().ok()?;
+    let (at, text) = last.as_ref()?;
+    (at.elapsed() <= within).then(|| text.clone())
+}
+
 /// Logs a refused credential with what to do about it, anything else as `what`.
 fn refused_or(text: &str, what: &str) {
     let lower = text.to_ascii_lowercase();
+    if lower.contains("permissions violation") {
+        if let Ok(mut last) = LAST_VIOLATION.lock() {
+            *last = Some((std::time::Instant::now(), text.to_string()));
+        }
+    }
     if lower.contains("authorization") || lower.contains("authentication") {
         warn!(error = %text, "NATS refused the credentials; retrying with backoff (check --user/--password, --token, --nkey, --creds, --tlscert)");
     } else {

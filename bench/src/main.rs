@@ -1,7 +1,7 @@
-//! `fleet-bench`, run by `bin/bench`: every scenario, each on a fresh
-//! nats-server of the test kit; prints the table and writes it as JSON and
-//! Markdown. Exits 1 when a scenario could not be measured (targets missed
-//! are reported, not errors).
+//! `fleet-bench`, run by `bin/bench`: every scenario, each on fresh
+//! nats-servers of the test kit, in interleaved rounds; prints the table of
+//! medians and writes it as JSON and Markdown. Exits 1 when a scenario
+//! could not be measured (targets missed are reported, not errors).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -23,10 +23,11 @@ struct Args {
     /// Where to write bench.json and bench.md.
     #[arg(long, default_value = ".bench")]
     out: PathBuf,
-    /// Rounds of the echo, sha256 and durability comparisons; the best counts.
+    /// Interleaved rounds of every comparison; the table shows medians.
     #[arg(long)]
     rounds: Option<usize>,
-    /// Where fleet and ceiling are (default: beside this program).
+    /// Where fleet, ceiling, gopeer and apalis-peer are (default: beside
+    /// this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
 }
@@ -47,10 +48,15 @@ impl Bench {
         match f(&self.bins) {
             Ok(run) => {
                 let shown = if run.tasks_per_s > 0.0 {
-                    format!(
-                        "{:.0} tasks/s, p50 {:.0} us",
-                        run.tasks_per_s, run.latency_us.p50
-                    )
+                    let mut shown = format!(
+                        "{:.0} tasks/s steady ({:.0} whole run)",
+                        run.rate(),
+                        run.tasks_per_s
+                    );
+                    if run.latency_us.p50 > 0.0 {
+                        shown.push_str(&format!(", p50 {:.0} us", run.latency_us.p50));
+                    }
+                    shown
                 } else {
                     serde_json::to_string(&run).unwrap_or_default()
                 };
@@ -85,87 +91,134 @@ impl Bench {
         self.measure("nats_bench", "nats bench js pub async + js consume", |_| {
             scenarios::nats_bench(c.nats_bench)
         });
-
-        let echo = self.input("echo", c.tput, echo_line)?;
-        let echo_lat = self.input("echo", c.lat, echo_line)?;
-        let multi = self.input("echo", c.multi, echo_line)?;
-        let sha = self.input("hex64k", c.sha, hex_64k_line)?;
+        let inputs = Inputs {
+            echo: self.input("echo", c.tput, echo_line)?,
+            lat: self.input("echo", c.lat, echo_line)?,
+            multi: self.input("echo", c.multi, echo_line)?,
+            cluster: self.input("echo", c.cluster, echo_line)?,
+            sha: self.input("hex64k", c.sha, hex_64k_line)?,
+        };
+        // Interleaved: every round runs all contestants of a comparison
+        // back to back, so a slow minute of the machine hits them alike.
         for i in 1..=c.rounds {
             eprintln!(
-                "round {i} of {}: echo window 256 and window 1, more nodes, sha256",
+                "round {i} of {}: echo w256 (loop, Go, apalis, fleet), w1, more nodes, cluster, sha256",
                 c.rounds
             );
-            for (mode, ephemeral, name) in [("plain", true, "ephemeral"), ("kept", false, "kept")] {
-                self.measure(
-                    &format!("ceiling_{mode}_w256"),
-                    &format!("ceiling {mode} w256"),
-                    |b| scenarios::ceiling(b, mode, c.tput, 256, 100, "echo", None),
-                );
-                self.measure(
-                    &format!("fleet_{name}_w256_n1"),
-                    &format!("fleet {name} w256 1 node"),
-                    |b| {
-                        scenarios::fleet(
-                            b,
-                            &FleetRun {
-                                ephemeral,
-                                ..FleetRun::new("echo", &echo, 256)
-                            },
-                        )
-                    },
-                );
-            }
-            for (mode, ephemeral, name) in [("plain", true, "ephemeral"), ("kept", false, "kept")] {
-                self.measure(
-                    &format!("ceiling_{mode}_w1"),
-                    &format!("ceiling {mode} w1"),
-                    |b| scenarios::ceiling(b, mode, c.lat, 1, 100, "echo", None),
-                );
-                self.measure(
-                    &format!("fleet_{name}_w1"),
-                    &format!("fleet {name} w1"),
-                    |b| {
-                        scenarios::fleet(
-                            b,
-                            &FleetRun {
-                                ephemeral,
-                                ..FleetRun::new("echo", &echo_lat, 1)
-                            },
-                        )
-                    },
-                );
-            }
-            // More nodes share the 2 cores with the server and the submitter.
-            for nodes in [2, 4] {
-                for (ephemeral, name) in [(true, "ephemeral"), (false, "kept")] {
-                    self.measure(
-                        &format!("fleet_{name}_w256_n{nodes}"),
-                        &format!("fleet {name} w256 {nodes} nodes"),
-                        |b| {
-                            scenarios::fleet(
-                                b,
-                                &FleetRun {
-                                    ephemeral,
-                                    nodes,
-                                    ..FleetRun::new("echo", &multi, 256)
-                                },
-                            )
-                        },
-                    );
-                }
-            }
-            self.measure("ceiling_sha256", "ceiling kept sha256 64 KiB", |b| {
-                scenarios::ceiling(b, "kept", c.sha, 256, 64 * 1024, "sha256", None)
-            });
-            self.measure("fleet_sha256", "fleet sha256 64 KiB w256 1 node", |b| {
-                scenarios::fleet(b, &FleetRun::new("sha256", &sha, 256))
-            });
+            self.throughput_round(&inputs);
+            self.latency_round(&inputs);
+            self.scaling_round(&inputs);
+            self.sha_round(&inputs);
         }
+        self.sleep_runs()?;
+        self.cost_runs()?;
+        self.durability_runs()
+    }
 
+    /// Window 256, one worker, 100-byte echo: per mode, the loop, the Go
+    /// loop, apalis-nats (plain only: it keeps no results) and fleet.
+    fn throughput_round(&mut self, inputs: &Inputs) {
+        let n = self.counts.tput;
+        for (mode, ephemeral, name) in [("plain", true, "ephemeral"), ("kept", false, "kept")] {
+            self.measure(
+                &format!("ceiling_{mode}_w256"),
+                &format!("loop {mode} w256"),
+                |b| scenarios::ceiling(b, mode, n, 256, 100, "echo", None),
+            );
+            self.measure(
+                &format!("go_{mode}_w256"),
+                &format!("Go loop {mode} w256"),
+                |b| scenarios::gopeer(b, mode, n, 256, 100),
+            );
+            if mode == "plain" {
+                self.measure("apalis_echo", "apalis-nats, 1 worker", |b| {
+                    scenarios::apalis(b, n)
+                });
+            }
+            self.measure(
+                &format!("fleet_{name}_w256_n1"),
+                &format!("fleet {name} w256 1 node"),
+                |b| {
+                    scenarios::fleet(
+                        b,
+                        &FleetRun {
+                            ephemeral,
+                            ..FleetRun::new("echo", &inputs.echo, 256)
+                        },
+                    )
+                },
+            );
+        }
+    }
+
+    /// Window 1: latency, the loop then fleet, per mode.
+    fn latency_round(&mut self, inputs: &Inputs) {
+        let n = self.counts.lat;
+        for (mode, ephemeral, name) in [("plain", true, "ephemeral"), ("kept", false, "kept")] {
+            self.measure(
+                &format!("ceiling_{mode}_w1"),
+                &format!("loop {mode} w1"),
+                |b| scenarios::ceiling(b, mode, n, 1, 100, "echo", None),
+            );
+            self.measure(
+                &format!("fleet_{name}_w1"),
+                &format!("fleet {name} w1"),
+                |b| {
+                    scenarios::fleet(
+                        b,
+                        &FleetRun {
+                            ephemeral,
+                            ..FleetRun::new("echo", &inputs.lat, 1)
+                        },
+                    )
+                },
+            );
+        }
+    }
+
+    /// 2 and 4 nodes on one server (sharing its 2 cores with the server and
+    /// the submitter), and one node on a 3-server cluster with R3 streams.
+    fn scaling_round(&mut self, inputs: &Inputs) {
+        for nodes in [2, 4] {
+            for (ephemeral, name) in [(true, "ephemeral"), (false, "kept")] {
+                self.measure(
+                    &format!("fleet_{name}_w256_n{nodes}"),
+                    &format!("fleet {name} w256 {nodes} nodes"),
+                    |b| {
+                        scenarios::fleet(
+                            b,
+                            &FleetRun {
+                                ephemeral,
+                                nodes,
+                                ..FleetRun::new("echo", &inputs.multi, 256)
+                            },
+                        )
+                    },
+                );
+            }
+        }
+        self.measure(
+            "fleet_kept_w256_cluster3",
+            "fleet kept w256 1 node, 3-server cluster, R3",
+            |b| scenarios::cluster(b, &FleetRun::new("echo", &inputs.cluster, 256)),
+        );
+    }
+
+    fn sha_round(&mut self, inputs: &Inputs) {
+        let n = self.counts.sha;
+        self.measure("ceiling_sha256", "loop kept sha256 64 KiB", |b| {
+            scenarios::ceiling(b, "kept", n, 256, 64 * 1024, "sha256", None)
+        });
+        self.measure("fleet_sha256", "fleet sha256 64 KiB w256 1 node", |b| {
+            scenarios::fleet(b, &FleetRun::new("sha256", &inputs.sha, 256))
+        });
+    }
+
+    fn sleep_runs(&mut self) -> anyhow::Result<()> {
         eprintln!("sleep 10ms, concurrency {SLEEP_CONCURRENCY} per node");
         for nodes in [1, 2, 4] {
             let ideal = (nodes * SLEEP_CONCURRENCY) as f64 / SLEEP_TASK_S;
-            let tasks = (ideal * c.sleep_s) as usize;
+            let tasks = (ideal * self.counts.sleep_s) as usize;
             let path = self.input("sleep10ms", tasks, |_| b"10ms".to_vec())?;
             self.measure(
                 &format!("fleet_sleep_n{nodes}"),
@@ -183,7 +236,11 @@ impl Bench {
                 },
             );
         }
+        Ok(())
+    }
 
+    fn cost_runs(&mut self) -> anyhow::Result<()> {
+        let c = self.counts.clone();
         eprintln!("cost: node RSS idle and with 256 in flight, submitter for many tasks");
         self.measure("node_idle", &format!("node idle {} s", c.idle_s), |b| {
             scenarios::idle_rss(b, Duration::from_secs_f64(c.idle_s))
@@ -217,41 +274,54 @@ impl Bench {
                 )
             },
         );
+        Ok(())
+    }
 
+    /// `sync_interval: always`, interleaved rounds of its own.
+    fn durability_runs(&mut self) -> anyhow::Result<()> {
+        let c = self.counts.clone();
         eprintln!("durability: sync_interval: always, {} round(s)", c.rounds);
         let conf =
             fleet_testkit::server::sync_always_conf(&self.work.path().join("sync-always.conf"));
-        let sync_in = self.input("echo", c.sync, echo_line)?;
+        let input = self.input("echo", c.sync, echo_line)?;
         for _ in 0..c.rounds {
-            self.measure("ceiling_kept_sync", "ceiling kept w256, sync always", |b| {
+            self.measure("ceiling_kept_sync", "loop kept w256, sync always", |b| {
                 scenarios::ceiling(b, "kept", c.sync, 256, 100, "echo", Some(&conf))
             });
-            self.measure("fleet_kept_sync", "fleet kept w256, sync always", |b| {
-                scenarios::fleet(
-                    b,
-                    &FleetRun {
+            for (name, what, concurrency) in [
+                ("fleet_kept_sync", "fleet kept w256, sync always", None),
+                (
+                    "fleet_kept_sync_c256",
+                    "fleet kept w256 concurrency 256, sync always",
+                    Some(256),
+                ),
+            ] {
+                self.measure(name, what, |b| {
+                    let mut run = FleetRun {
                         conf: Some(&conf),
-                        ..FleetRun::new("echo", &sync_in, 256)
-                    },
-                )
-            });
-            self.measure(
-                "fleet_kept_sync_c256",
-                "fleet kept w256 concurrency 256, sync always",
-                |b| {
-                    scenarios::fleet(
-                        b,
-                        &FleetRun {
-                            concurrency: 256,
-                            conf: Some(&conf),
-                            ..FleetRun::new("echo", &sync_in, 256)
-                        },
-                    )
-                },
-            );
+                        ..FleetRun::new("echo", &input, 256)
+                    };
+                    run.concurrency = concurrency.unwrap_or(run.concurrency);
+                    scenarios::fleet(b, &run)
+                });
+            }
         }
         Ok(())
     }
+}
+
+/// The payload files of the rounds.
+struct Inputs {
+    /// 100-byte echo payloads, window-256 one-node runs.
+    echo: PathBuf,
+    /// The same, window-1 runs.
+    lat: PathBuf,
+    /// The same, 2- and 4-node runs.
+    multi: PathBuf,
+    /// The same, the cluster run.
+    cluster: PathBuf,
+    /// 64 KiB hex payloads.
+    sha: PathBuf,
 }
 
 fn git_describe() -> String {
@@ -313,6 +383,7 @@ fn main() -> anyhow::Result<()> {
         "nats_server": server_version(),
         "cores": cores,
         "rounds": counts.rounds,
+        "statistic": "median of interleaved rounds; throughput = steady_tasks_per_s",
         "counts": counts,
         "git": git_describe(),
     });
@@ -342,13 +413,15 @@ fn main() -> anyhow::Result<()> {
     )?;
     println!();
     println!(
-        "fleet bench, {}: nats-server {}, {cores} cores, git {}, {:.0} s",
+        "fleet bench {}, {}: nats-server {}, {cores} cores, git {}, median of {} round(s), {:.0} s",
+        meta["date"].as_str().unwrap_or(""),
         meta["mode"].as_str().unwrap_or(""),
         meta["nats_server"].as_str().unwrap_or(""),
         meta["git"].as_str().unwrap_or(""),
+        counts.rounds,
         started.elapsed().as_secs_f64()
     );
-    println!("ratio = fleet / ceiling: for tasks/s and MiB/s higher is better; for us, MiB and CPU lower is");
+    println!("{}", report::RATIO_NOTE);
     println!("{}", report::text_table(&table));
     println!(
         "\nwritten: {} and {}",

@@ -114,10 +114,42 @@ pub fn kill_measured(child: &mut Child) -> anyhow::Result<(f64, f64)> {
 
 /// Starts `cmd` with standard error to `log` and no standard input/output.
 pub fn spawn_logged(mut cmd: Command, log: &Path) -> anyhow::Result<Child> {
+    cmd.stdout(Stdio::null());
+    spawn_logged_to(cmd, log)
+}
+
+/// Starts `cmd` with standard error to `log`, no standard input, and
+/// standard output wherever `cmd` already sends it (a summary file).
+pub fn spawn_logged_to(mut cmd: Command, log: &Path) -> anyhow::Result<Child> {
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).context("creating a log")?);
     cmd.spawn().context("starting a process")
+}
+
+/// Waits for a running process that ends by itself (apalis's worker, once
+/// it has its jobs), sampling its peak RSS; kills it after `timeout`.
+pub fn wait_measured(child: &mut Child, timeout: Duration) -> anyhow::Result<Finished> {
+    let before = children_cpu();
+    let started = Instant::now();
+    let mut rss: f64 = 0.0;
+    let status = loop {
+        rss = rss.max(peak_rss_mib(child.id()));
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("process {} did not end within {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(Finished {
+        code: status.code().unwrap_or(-1),
+        wall: started.elapsed().as_secs_f64(),
+        cpu: children_cpu() - before,
+        rss_mib: rss,
+    })
 }
 
 /// Waits until `log` contains `needle`; fails when `child` exits first or

@@ -1,6 +1,7 @@
-//! The table of `bin/bench`: one row per figure, each beside the ceiling
-//! that does the same work, their ratio and, where there is one, the
-//! target. Printed as text, written as Markdown and JSON.
+//! The table of `bin/bench`: one row per figure, each beside the reference
+//! it is held to (the hand-written loop doing the same work, a peer, or an
+//! ideal), their ratio and, where there is one, the target with the
+//! shortfall of a miss. Printed as text, written as Markdown and JSON.
 
 use std::path::{Path, PathBuf};
 
@@ -26,20 +27,28 @@ pub struct Row {
     pub group: String,
     /// What it is.
     pub label: String,
-    /// fleet's figure.
+    /// The figure measured (fleet's, or a peer's in the peer rows).
     pub value: Option<f64>,
     /// Its unit.
     pub unit: String,
-    /// The same work by the ceiling (or the ideal).
+    /// The reference: the same work by the hand-written loop, by a peer,
+    /// by fleet on one server, or the ideal. (Named `ceiling` in the JSON
+    /// since the loop was the only reference once.)
     pub ceiling: Option<f64>,
-    /// What the ceiling figure is.
+    /// What the reference is.
     pub ceiling_label: Option<String>,
-    /// value / ceiling.
+    /// value / reference.
     pub ratio: Option<f64>,
     /// The target, as text.
     pub target: Option<String>,
     /// Whether the target is met.
     pub pass: Option<bool>,
+    /// How far a missed target is missed, in the target's terms (ratio, or
+    /// the unit for a limit on the value); `None` when met or unknown.
+    pub shortfall: Option<f64>,
+    /// The shortfall as the table shows it: `0.15` for a ratio, `1.2 MiB`
+    /// for a limit on the value.
+    pub miss_by: Option<String>,
     /// How it was measured.
     pub note: String,
 }
@@ -61,12 +70,28 @@ pub fn row(
         (Some(v), Some(c)) if c > 0.0 => Some(v / c),
         _ => None,
     };
-    let (target_text, pass) = match target {
-        None => (None, None),
-        Some(Target::RatioAtLeast(x)) => (Some(format!("ratio >= {x:.2}")), ratio.map(|r| r >= x)),
-        Some(Target::RatioAtMost(x)) => (Some(format!("ratio <= {x:.2}")), ratio.map(|r| r <= x)),
-        Some(Target::ValueAtMost(x)) => (Some(format!("<= {x} {unit}")), value.map(|v| v <= x)),
+    // (text, how far the figure is on the wrong side of the target, the
+    // unit that distance is in).
+    let (target_text, short, short_unit) = match target {
+        None => (None, None, ""),
+        Some(Target::RatioAtLeast(x)) => {
+            (Some(format!("ratio >= {x:.2}")), ratio.map(|r| x - r), "")
+        }
+        Some(Target::RatioAtMost(x)) => {
+            (Some(format!("ratio <= {x:.2}")), ratio.map(|r| r - x), "")
+        }
+        Some(Target::ValueAtMost(x)) => {
+            (Some(format!("<= {x} {unit}")), value.map(|v| v - x), unit)
+        }
     };
+    let pass = short.map(|s| s <= 0.0);
+    let shortfall = short.filter(|s| *s > 0.0);
+    // Two decimals, or three for a miss that two would show as 0.00.
+    let miss_by = shortfall.map(|by| match short_unit {
+        "" if by < 0.005 => format!("{by:.3}"),
+        "" => format!("{by:.2}"),
+        unit => fmt(Some(by), unit),
+    });
     Row {
         id: id.to_string(),
         group: group.to_string(),
@@ -78,6 +103,8 @@ pub fn row(
         ratio,
         target: target_text,
         pass,
+        shortfall,
+        miss_by,
         note,
     }
 }
@@ -117,7 +144,14 @@ pub fn fmt(value: Option<f64>, unit: &str) -> String {
 }
 
 /// The header of the table.
-pub const HEADERS: [&str; 6] = ["figure", "fleet", "ceiling", "ratio", "target", "note"];
+pub const HEADERS: [&str; 6] = ["figure", "measured", "reference", "ratio", "target", "note"];
+
+/// What the ratios mean, above the table.
+pub const RATIO_NOTE: &str = "ratio = measured / reference. The reference is the hand-written loop (bench/src/bin/ceiling.rs) \
+doing the same work in the same mode, unless the row says otherwise: apalis-nats for \"fleet kept vs apalis\", \
+fleet kept on one server for the cluster, the ideal for sleep. Throughput is the steady rate (10th to 90th \
+percentile of task ends); every figure is the median of the interleaved rounds. For tasks/s and MiB/s higher \
+is better; for us, MiB and CPU lower is.";
 
 fn cells(r: &Row) -> [String; 6] {
     let mut ceiling = r.ceiling.map(|c| fmt(Some(c), &r.unit)).unwrap_or_default();
@@ -127,7 +161,10 @@ fn cells(r: &Row) -> [String; 6] {
     let ratio = r.ratio.map(|x| format!("{x:.2}")).unwrap_or_default();
     let target = match (&r.target, r.pass) {
         (Some(t), Some(true)) => format!("{t}: pass"),
-        (Some(t), Some(false)) => format!("{t}: MISS"),
+        (Some(t), Some(false)) => match &r.miss_by {
+            Some(by) => format!("{t}: MISS by {by}"),
+            None => format!("{t}: MISS"),
+        },
         (Some(t), None) => format!("{t}: n/a"),
         (None, _) => String::new(),
     };
@@ -181,21 +218,27 @@ pub fn text_table(rows: &[Row]) -> String {
     out.join("\n")
 }
 
-/// The table as Markdown, with what it was measured on.
+/// The table as Markdown: first when, on what server version and at which
+/// commit it was measured (a figure without those cannot be compared with
+/// the next run), then what the ratios mean.
 pub fn markdown(meta: &serde_json::Value, rows: &[Row], errors: &[String]) -> String {
-    let mut out = vec!["# fleet benchmark".to_string(), String::new()];
-    out.push(format!("- date: {}  ", meta["date"].as_str().unwrap_or("")));
-    out.push(format!(
-        "- nats-server {}, {} cores, mode {}, best of {} round(s) for echo, sha256 and durability, {:.0} s in all  ",
-        meta["nats_server"].as_str().unwrap_or(""),
-        meta["cores"],
-        meta["mode"].as_str().unwrap_or(""),
-        meta["rounds"],
-        meta["runtime_s"].as_f64().unwrap_or(0.0)
-    ));
-    out.push(format!("- git {}", meta["git"].as_str().unwrap_or("")));
-    out.push(String::new());
-    out.push("Ratio = fleet / ceiling: for tasks/s and MiB/s higher is better; for us, MiB and CPU lower is. Absolute numbers are noise on a shared machine; the ratios are the result.".into());
+    let text = |key: &str| meta[key].as_str().unwrap_or("").to_string();
+    let mut out = vec![
+        "# fleet benchmark".to_string(),
+        String::new(),
+        format!("- date: {}  ", text("date")),
+        format!("- nats-server: {}  ", text("nats_server")),
+        format!("- git commit: {}  ", text("git")),
+        format!(
+            "- {} cores, mode {}, median of {} interleaved round(s), {:.0} s in all",
+            meta["cores"],
+            text("mode"),
+            meta["rounds"],
+            meta["runtime_s"].as_f64().unwrap_or(0.0)
+        ),
+        String::new(),
+        format!("{RATIO_NOTE} Absolute numbers are noise on a shared machine; the ratios are the result."),
+    ];
     let mut group = "";
     for r in rows {
         if r.group != group {
@@ -298,5 +341,63 @@ mod tests {
         );
         assert_eq!(r.pass, None);
         assert!(text_table(&[r]).contains("n/a"));
+    }
+
+    #[test]
+    fn a_miss_says_by_how_much_in_the_targets_terms() {
+        let r = row(
+            "a",
+            "g",
+            "l",
+            Some(105.0),
+            "tasks/s",
+            Some(100.0),
+            Some("plain"),
+            Some(Target::RatioAtLeast(1.2)),
+            String::new(),
+        );
+        assert_eq!(r.pass, Some(false));
+        assert!((r.shortfall.unwrap() - 0.15).abs() < 1e-9, "{r:?}");
+        assert!(
+            text_table(&[r]).contains("ratio >= 1.20: MISS by 0.15"),
+            "the table shows the shortfall"
+        );
+        let r = row(
+            "a",
+            "g",
+            "l",
+            Some(12.5),
+            "MiB",
+            None,
+            None,
+            Some(Target::ValueAtMost(10.0)),
+            String::new(),
+        );
+        assert_eq!(r.miss_by.as_deref(), Some("2.5 MiB"));
+        let r = row(
+            "a",
+            "g",
+            "l",
+            Some(100.0),
+            "us",
+            Some(100.0),
+            Some("plain"),
+            Some(Target::RatioAtMost(1.1)),
+            String::new(),
+        );
+        assert_eq!((r.pass, r.shortfall), (Some(true), None));
+        assert!(text_table(&[r]).contains("ratio <= 1.10: pass"));
+        let r = row(
+            "a",
+            "g",
+            "l",
+            Some(110.4),
+            "us",
+            Some(100.0),
+            Some("plain"),
+            Some(Target::RatioAtMost(1.1)),
+            String::new(),
+        );
+        assert_eq!(r.miss_by.as_deref(), Some("0.004"), "a near miss shows");
     }
 }

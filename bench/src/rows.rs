@@ -1,4 +1,12 @@
 //! The table's rows, from the runs of one benchmark.
+//!
+//! Every figure is the median of its rounds (rounds are interleaved: each
+//! runs every contestant of a comparison back to back), so one round slowed
+//! by a neighbour on a shared machine moves nothing, where the best of the
+//! rounds would reward a lucky one. Throughput is each run's steady rate
+//! ([`Run::rate`]). The same median goes for memory and CPU.
+
+mod cost;
 
 use std::collections::BTreeMap;
 
@@ -17,6 +25,11 @@ pub const ROWS: &[&str] = &[
     "echo_kept_w256_2node",
     "echo_ephemeral_w256_4node",
     "echo_kept_w256_4node",
+    "echo_kept_w256_cluster3",
+    "go_plain_w256",
+    "go_kept_w256",
+    "apalis_echo",
+    "fleet_kept_vs_apalis",
     "echo_ephemeral_w1_p50",
     "echo_ephemeral_w1_p99",
     "echo_ephemeral_w1_p999",
@@ -44,140 +57,263 @@ pub const ROWS: &[&str] = &[
     "echo_kept_w256_sync_c256",
 ];
 
-/// Every round of every scenario, by name.
+/// Every round of every scenario, by name, in the order the rounds ran.
 pub type Runs = BTreeMap<String, Vec<Run>>;
 
-/// The best round of a scenario by throughput (noise only ever slows a run down).
-fn best<'a>(runs: &'a Runs, name: &str) -> Option<&'a Run> {
-    runs.get(name)?
-        .iter()
-        .max_by(|a, b| a.tasks_per_s.total_cmp(&b.tasks_per_s))
+/// The median of `values`; the mean of the middle two for an even count.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
 }
 
-/// The best round of a scenario by the lowest `key`.
-fn lowest<'a>(runs: &'a Runs, name: &str, key: impl Fn(&Run) -> f64) -> Option<&'a Run> {
-    runs.get(name)?
-        .iter()
-        .min_by(|a, b| key(a).total_cmp(&key(b)))
+/// What the row builders read.
+struct Ctx<'a> {
+    runs: &'a Runs,
+    c: &'a Counts,
+    cores: usize,
+}
+
+impl Ctx<'_> {
+    /// The median over the rounds of scenario `name` of `key`, over the
+    /// rounds that have it.
+    fn median(&self, name: &str, key: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
+        median(self.runs.get(name)?.iter().filter_map(key).collect())
+    }
+
+    /// The median steady rate of scenario `name`.
+    fn rate(&self, name: &str) -> Option<f64> {
+        self.median(name, |r| Some(r.rate()))
+    }
+
+    /// "; rounds 1.18 1.25 1.22": the per-round ratios of the steady rates
+    /// of `a` over `b`, which show how far the rounds agree; empty with one
+    /// round, or when a round of either is missing.
+    fn per_round(&self, a: &str, b: &str) -> String {
+        let (Some(a), Some(b)) = (self.runs.get(a), self.runs.get(b)) else {
+            return String::new();
+        };
+        if a.len() < 2 || a.len() != b.len() {
+            return String::new();
+        }
+        let ratios: Vec<String> = a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| format!("{:.2}", a.rate() / b.rate()))
+            .collect();
+        format!("; rounds {}", ratios.join(" "))
+    }
+
+    /// The median per 100,000 tasks of the CPU seconds `cpu` of scenario `name`.
+    fn per_100k(&self, name: &str, cpu: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
+        self.median(name, |r| Some(cpu(r)? / r.tasks * 100_000.0))
+    }
+
+    /// "; N duplicate results" when any round of `name` saw some.
+    fn duplicates(&self, name: &str) -> String {
+        match self.median(name, |r| Some(r.duplicates)) {
+            Some(d) if d > 0.0 => format!("; {d} duplicate results (median)"),
+            _ => String::new(),
+        }
+    }
 }
 
 fn plural(nodes: usize) -> String {
     format!("{nodes} node{}", if nodes > 1 { "s" } else { "" })
 }
 
-fn duplicates(run: Option<&Run>) -> String {
-    match run {
-        Some(r) if r.duplicates > 0.0 => format!("; {} duplicate results", r.duplicates),
-        _ => String::new(),
-    }
-}
-
-fn per_100k(run: Option<&Run>, cpu: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
-    let run = run?;
-    Some(cpu(run)? / run.tasks * 100_000.0)
-}
-
 /// The rows of the table, in [`ROWS`] order.
 pub fn rows(runs: &Runs, c: &Counts, cores: usize) -> Vec<Row> {
+    let x = Ctx { runs, c, cores };
     let mut r = Vec::new();
-    let nb = runs.get("nats_bench").and_then(|v| {
-        v.iter().max_by(|a, b| {
-            a.js_pub_async
-                .unwrap_or(0.0)
-                .total_cmp(&b.js_pub_async.unwrap_or(0.0))
-        })
-    });
+    server_rows(&x, &mut r);
+    echo_rows(&x, &mut r);
+    peer_rows(&x, &mut r);
+    latency_rows(&x, &mut r);
+    handler_rows(&x, &mut r);
+    cost::cost_rows(&x, &mut r);
+    durability_rows(&x, &mut r);
+    r
+}
+
+fn server_rows(x: &Ctx<'_>, r: &mut Vec<Row>) {
     let g = "server (nats CLI)";
     r.push(row(
         "nats_bench_js_pub",
         g,
         "nats bench js pub async",
-        nb.and_then(|n| n.js_pub_async),
+        x.median("nats_bench", |n| n.js_pub_async),
         "msgs/s",
         None,
         None,
         None,
-        format!("{} x 100 B, file storage", c.nats_bench),
+        format!("{} x 100 B, file storage", x.c.nats_bench),
     ));
     r.push(row(
         "nats_bench_js_consume",
         g,
         "nats bench js consume",
-        nb.and_then(|n| n.js_consume),
+        x.median("nats_bench", |n| n.js_consume),
         "msgs/s",
         None,
         None,
         None,
         "durable consumer, explicit acks".into(),
     ));
+}
 
-    let g = "echo, window 256";
-    let (cp, ck) = (
-        best(runs, "ceiling_plain_w256"),
-        best(runs, "ceiling_kept_w256"),
-    );
+/// fleet at window 256 against the loop of the same mode, with 1, 2 and 4
+/// nodes on one server, and with one node on a 3-server cluster.
+fn echo_rows(x: &Ctx<'_>, r: &mut Vec<Row>) {
+    let g = "echo, window 256 (steady tasks/s)";
     for nodes in [1, 2, 4] {
-        let target = (nodes == 1).then_some(Target::RatioAtLeast(0.90));
-        let mut note = format!("{} tasks", if nodes == 1 { c.tput } else { c.multi });
+        let mut note = format!("{} tasks", if nodes == 1 { x.c.tput } else { x.c.multi });
         if nodes > 1 {
-            note.push_str(&format!("; {nodes} nodes on {cores} cores"));
+            note.push_str(&format!("; {nodes} nodes on {} cores", x.cores));
         }
-        for (name, ceil, ceil_label) in [("ephemeral", cp, "plain"), ("kept", ck, "kept")] {
-            let f = best(runs, &format!("fleet_{name}_w256_n{nodes}"));
+        for (name, mode, target) in [
+            ("ephemeral", "plain", Target::RatioAtLeast(1.2)),
+            ("kept", "kept", Target::RatioAtLeast(1.0)),
+        ] {
+            let fleet = format!("fleet_{name}_w256_n{nodes}");
+            let ceiling = format!("ceiling_{mode}_w256");
+            let rounds = if nodes == 1 {
+                x.per_round(&fleet, &ceiling)
+            } else {
+                String::new()
+            };
             r.push(row(
                 &format!("echo_{name}_w256_{nodes}node"),
                 g,
                 &format!("{name}, {}", plural(nodes)),
-                f.map(|f| f.tasks_per_s),
+                x.rate(&fleet),
                 "tasks/s",
-                ceil.map(|c| c.tasks_per_s),
-                Some(ceil_label),
-                target,
-                note.clone() + &duplicates(f),
+                x.rate(&ceiling),
+                Some(&format!("loop {mode}")),
+                (nodes == 1).then_some(target),
+                note.clone() + &rounds + &x.duplicates(&fleet),
             ));
         }
     }
+    let one = x.rate("fleet_kept_w256_n1");
+    let sync = x.rate("fleet_kept_sync");
+    let cluster = x.rate("fleet_kept_w256_cluster3");
+    r.push(row(
+        "echo_kept_w256_cluster3",
+        g,
+        "kept, 1 node, 3-server cluster (R3)",
+        cluster,
+        "tasks/s",
+        one,
+        Some("fleet kept, 1 server"),
+        None,
+        format!(
+            "{} tasks; deploy/cluster as shipped: TLS, encrypted at rest, sync_interval always; \
+             x{:.2} of fleet kept on 1 server with sync always{}",
+            x.c.cluster,
+            cluster.zip(sync).map_or(0.0, |(c, s)| c / s),
+            x.duplicates("fleet_kept_w256_cluster3")
+        ),
+    ));
+}
 
+/// The Go loop and apalis-nats against the hand-written loop, and fleet
+/// kept against apalis-nats.
+fn peer_rows(x: &Ctx<'_>, r: &mut Vec<Row>) {
+    let g = "peers, echo (steady tasks/s, ratio to the loop)";
+    for mode in ["plain", "kept"] {
+        let go = format!("go_{mode}_w256");
+        let ceiling = format!("ceiling_{mode}_w256");
+        r.push(row(
+            &go,
+            g,
+            &format!("Go nats.go loop, {mode}, window 256"),
+            x.rate(&go),
+            "tasks/s",
+            x.rate(&ceiling),
+            Some(&format!("loop {mode}")),
+            None,
+            format!("{} tasks; bench/peers/go", x.c.tput) + &x.per_round(&go, &ceiling),
+        ));
+    }
+    r.push(row(
+        "apalis_echo",
+        g,
+        "apalis-nats, 1 worker",
+        x.rate("apalis_echo"),
+        "tasks/s",
+        x.rate("ceiling_plain_w256"),
+        Some("loop plain"),
+        None,
+        format!(
+            "{} jobs pushed with no window, rate from the worker's job ends; keeps no results",
+            x.c.tput
+        ) + &x.per_round("apalis_echo", "ceiling_plain_w256"),
+    ));
+    r.push(row(
+        "fleet_kept_vs_apalis",
+        g,
+        "fleet kept, 1 node, vs apalis-nats",
+        x.rate("fleet_kept_w256_n1"),
+        "tasks/s",
+        x.rate("apalis_echo"),
+        Some("apalis-nats"),
+        Some(Target::RatioAtLeast(1.25)),
+        "fleet keeps every result; apalis-nats keeps none".to_string()
+            + &x.per_round("fleet_kept_w256_n1", "apalis_echo"),
+    ));
+}
+
+/// Window 1: submit-to-result latency, fleet against the loop.
+fn latency_rows(x: &Ctx<'_>, r: &mut Vec<Row>) {
     let g = "echo, window 1 (latency)";
     for (name, mode) in [("ephemeral", "plain"), ("kept", "kept")] {
-        let f = lowest(runs, &format!("fleet_{name}_w1"), |r| r.latency_us.p50);
-        let ceil = lowest(runs, &format!("ceiling_{mode}_w1"), |r| r.latency_us.p50);
+        let fleet = format!("fleet_{name}_w1");
+        let ceiling = format!("ceiling_{mode}_w1");
         for (q, label, target) in [
-            ("p50", "p50", Some(Target::RatioAtMost(1.2))),
+            ("p50", "p50", Some(Target::RatioAtMost(1.1))),
             ("p99", "p99", None),
             ("p999", "p99.9", None),
         ] {
-            let pick = |run: &Run| match q {
-                "p50" => run.latency_us.p50,
-                "p99" => run.latency_us.p99,
-                _ => run.latency_us.p999,
+            let pick = |run: &Run| {
+                Some(match q {
+                    "p50" => run.latency_us.p50,
+                    "p99" => run.latency_us.p99,
+                    _ => run.latency_us.p999,
+                })
             };
             r.push(row(
                 &format!("echo_{name}_w1_{q}"),
                 g,
                 &format!("{name} {label}"),
-                f.map(pick),
+                x.median(&fleet, pick),
                 "us",
-                ceil.map(pick),
-                Some(mode),
+                x.median(&ceiling, pick),
+                Some(&format!("loop {mode}")),
                 target,
-                format!("{} tasks, 1 node", c.lat),
+                format!("{} tasks, 1 node", x.c.lat),
             ));
         }
     }
+}
 
+fn handler_rows(x: &Ctx<'_>, r: &mut Vec<Row>) {
     let g = "handlers";
-    let mib = |run: Option<&Run>| run.map(|r| r.tasks * 64.0 / 1024.0 / r.seconds);
+    let mib = |name: &str| x.median(name, |r| Some(r.rate() * 64.0 / 1024.0));
     r.push(row(
         "sha256_64k",
         g,
         "sha256, 64 KiB payloads",
-        mib(best(runs, "fleet_sha256")),
+        mib("fleet_sha256"),
         "MiB/s",
-        mib(best(runs, "ceiling_sha256")),
-        Some("kept sha256"),
+        mib("ceiling_sha256"),
+        Some("loop kept sha256"),
         None,
-        format!("{} tasks, 1 node, kept", c.sha),
+        format!("{} tasks, 1 node, kept", x.c.sha),
     ));
     for nodes in [1, 2, 4] {
         let ideal = nodes as f64 * SLEEP_CONCURRENCY as f64 / SLEEP_TASK_S;
@@ -185,7 +321,7 @@ pub fn rows(runs: &Runs, c: &Counts, cores: usize) -> Vec<Row> {
             &format!("sleep10ms_{nodes}node"),
             g,
             &format!("sleep 10ms, {}", plural(nodes)),
-            best(runs, &format!("fleet_sleep_n{nodes}")).map(|f| f.tasks_per_s),
+            x.rate(&format!("fleet_sleep_n{nodes}")),
             "tasks/s",
             Some(ideal),
             Some("ideal"),
@@ -196,137 +332,50 @@ pub fn rows(runs: &Runs, c: &Counts, cores: usize) -> Vec<Row> {
             ),
         ));
     }
+}
 
-    let g = "cost";
-    let idle = lowest(runs, "node_idle", |r| r.node_rss_mib.unwrap_or(f64::MAX));
-    r.push(row(
-        "node_rss_idle",
-        g,
-        "node peak RSS, idle",
-        idle.and_then(|i| i.node_rss_mib),
-        "MiB",
-        idle.and_then(|i| i.worker_rss_mib),
-        Some("worker"),
-        Some(Target::ValueAtMost(10.0)),
-        format!("VmHWM after {} s idle", c.idle_s),
-    ));
-    r.push(row(
-        "node_rss_256_inflight",
-        g,
-        "node peak RSS, 256 in flight",
-        best(runs, "node_inflight").and_then(|i| i.node_rss_mib),
-        "MiB",
-        None,
-        None,
-        Some(Target::ValueAtMost(30.0)),
-        format!(
-            "{} x sleep {}, concurrency 256, window 256",
-            c.inflight_tasks, c.inflight_sleep
-        ),
-    ));
-    let (fk, fe) = (
-        best(runs, "fleet_kept_w256_n1"),
-        best(runs, "fleet_ephemeral_w256_n1"),
-    );
-    r.push(row(
-        "node_rss_kept_w256",
-        g,
-        "node peak RSS, echo kept w256",
-        fk.and_then(|f| f.node_rss_mib),
-        "MiB",
-        ck.and_then(|c| c.worker_rss_mib),
-        Some("worker"),
-        None,
-        String::new(),
-    ));
-    let big = best(runs, "submit_big");
-    r.push(row(
-        "submit_rss_big",
-        g,
-        &format!("submit peak RSS, {} tasks", c.big),
-        big.and_then(|b| b.submit_rss_mib),
-        "MiB",
-        cp.and_then(|c| c.submit_rss_mib),
-        Some("ceiling submit"),
-        Some(Target::ValueAtMost(50.0)),
-        format!(
-            "echo, ephemeral, w256, stdin from a file; flat? {} tasks: {:.1} MiB",
-            c.tput,
-            fe.and_then(|f| f.submit_rss_mib).unwrap_or(0.0)
-        ),
-    ));
-    for (id, label, run, ceil) in [
-        ("kept", "kept".to_string(), fk, ck),
-        ("ephemeral", "ephemeral".to_string(), fe, cp),
-        ("big", format!("{} ephemeral", c.big), big, cp),
-    ] {
-        r.push(row(
-            &format!("node_cpu_{id}"),
-            g,
-            &format!("node CPU, {label}"),
-            per_100k(run, |r| r.node_cpu_s),
-            "CPU s/100k",
-            per_100k(ceil, |r| r.worker_cpu_s),
-            Some("worker"),
-            None,
-            String::new(),
-        ));
-        r.push(row(
-            &format!("submit_cpu_{id}"),
-            g,
-            &format!("submit CPU, {label}"),
-            per_100k(run, |r| r.submit_cpu_s),
-            "CPU s/100k",
-            per_100k(ceil, |r| r.submit_cpu_s),
-            Some("submit"),
-            None,
-            String::new(),
-        ));
-        r.push(row(
-            &format!("server_cpu_{id}"),
-            g,
-            &format!("nats-server CPU, {label}"),
-            per_100k(run, |r| r.server_cpu_s),
-            "CPU s/100k",
-            per_100k(ceil, |r| r.server_cpu_s),
-            Some("server"),
-            None,
-            String::new(),
-        ));
-    }
-
+/// `sync_interval: always`: fleet kept against the loop kept, both paying
+/// an fsync per acknowledgement.
+fn durability_rows(x: &Ctx<'_>, r: &mut Vec<Row>) {
     let g = "durability: sync_interval always";
-    let cs = best(runs, "ceiling_kept_sync");
-    for (id, name, label) in [
-        ("echo_kept_w256_sync", "fleet_kept_sync", "kept, 1 node"),
+    let ceiling = x.rate("ceiling_kept_sync");
+    let price = |name: &str, of: &str| x.rate(name).zip(x.rate(of)).map(|(a, b)| a / b);
+    for (id, name, label, target) in [
+        (
+            "echo_kept_w256_sync",
+            "fleet_kept_sync",
+            "kept, 1 node",
+            Some(Target::RatioAtLeast(3.0)),
+        ),
         (
             "echo_kept_w256_sync_c256",
             "fleet_kept_sync_c256",
             "kept, 1 node, concurrency 256",
+            None,
         ),
     ] {
-        let f = best(runs, name);
-        let mut note = format!("{} tasks", c.sync) + &duplicates(f);
-        if let (Some(f), Some(fk), Some(cs), Some(ck)) = (f, fk, cs, ck) {
-            note.push_str(&format!(
-                "; price: fleet x{:.2}, ceiling x{:.2} of default",
-                f.tasks_per_s / fk.tasks_per_s,
-                cs.tasks_per_s / ck.tasks_per_s
-            ));
+        let mut note = format!("{} tasks", x.c.sync) + &x.duplicates(name);
+        if let (Some(f), Some(c)) = (
+            price(name, "fleet_kept_w256_n1"),
+            price("ceiling_kept_sync", "ceiling_kept_w256"),
+        ) {
+            note.push_str(&format!("; price: fleet x{f:.2}, loop x{c:.2} of default"));
+        }
+        if target.is_some() {
+            note.push_str(&x.per_round(name, "ceiling_kept_sync"));
         }
         r.push(row(
             id,
             g,
             label,
-            f.map(|f| f.tasks_per_s),
+            x.rate(name),
             "tasks/s",
-            cs.map(|c| c.tasks_per_s),
-            Some("kept"),
-            None,
+            ceiling,
+            Some("loop kept"),
+            target,
             note,
         ));
     }
-    r
 }
 
 #[cfg(test)]
@@ -339,5 +388,43 @@ mod tests {
         let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ROWS);
         assert!(rows.iter().all(|r| r.value.is_none()));
+    }
+
+    #[test]
+    fn the_median_ignores_one_slow_round() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![30.0, 5.0, 31.0]), Some(30.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    fn echo(steady: f64, whole: f64) -> Run {
+        Run {
+            tasks: 1000.0,
+            seconds: 1000.0 / whole,
+            tasks_per_s: whole,
+            steady_tasks_per_s: steady,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn throughput_rows_compare_medians_of_steady_rates() {
+        let mut runs = Runs::new();
+        runs.insert(
+            "fleet_kept_w256_n1".into(),
+            vec![echo(120.0, 90.0), echo(10.0, 9.0), echo(130.0, 99.0)],
+        );
+        runs.insert(
+            "ceiling_kept_w256".into(),
+            vec![echo(100.0, 80.0), echo(100.0, 80.0), echo(0.0, 100.0)],
+        );
+        let rows = rows(&runs, &crate::config::QUICK, 2);
+        let kept = rows
+            .iter()
+            .find(|r| r.id == "echo_kept_w256_1node")
+            .unwrap();
+        assert_eq!((kept.value, kept.ceiling), (Some(120.0), Some(100.0)));
+        assert_eq!(kept.pass, Some(true));
+        assert!(kept.note.contains("rounds 1.20 0.10 1.30"), "{}", kept.note);
     }
 }

@@ -1,6 +1,7 @@
-//! `fleet-bench --quick` end to end: every scenario runs against real
-//! servers and processes and lands in the JSON report with a figure above
-//! zero. Quick counts prove the benchmark works; they measure nothing.
+//! `fleet-bench --quick` end to end: every scenario (fleet, the loop, the
+//! Go and apalis peers, the 3-server cluster) runs against real servers and
+//! processes and lands in the JSON report with a figure above zero. Quick
+//! counts prove the benchmark works; they measure nothing.
 
 use std::process::Command;
 
@@ -23,11 +24,16 @@ fn bench_quick_reports_every_scenario() {
     );
     eprintln!("{stderr}\n{stdout}");
 
-    assert!(
-        out.path().join("bench.md").exists(),
-        "no bench.md in {}",
-        out.path().display()
-    );
+    // The Markdown says when, on what and at which commit, before any figure.
+    let md = std::fs::read_to_string(out.path().join("bench.md")).expect("bench.md");
+    let head: Vec<&str> = md.lines().take(6).collect();
+    for key in ["- date: 20", "- nats-server: v", "- git commit: "] {
+        assert!(
+            head.iter().any(|l| l.starts_with(key)),
+            "bench.md does not open with {key:?}:\n{}",
+            head.join("\n")
+        );
+    }
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).expect("bench.json"))
             .unwrap();
@@ -48,6 +54,21 @@ fn bench_quick_reports_every_scenario() {
         "errors: {}",
         doc["errors"]
     );
+
+    // Every run that ran tasks keeps both rates: the steady one the table
+    // compares and the whole-run one.
+    for (name, rounds) in doc["runs"].as_object().expect("runs") {
+        for run in rounds.as_array().expect("rounds") {
+            if run["tasks"].as_f64().unwrap_or(0.0) > 0.0 {
+                for rate in ["steady_tasks_per_s", "tasks_per_s"] {
+                    assert!(
+                        run[rate].as_f64().is_some_and(|r| r > 0.0),
+                        "run {name} has no {rate}: {run}"
+                    );
+                }
+            }
+        }
+    }
 
     let rows = doc["rows"].as_array().expect("rows");
     for id in ROWS {
@@ -71,6 +92,12 @@ fn bench_quick_reports_every_scenario() {
             assert!(
                 row["pass"].is_boolean(),
                 "row {id} has a target but no verdict: {row}"
+            );
+            // A miss says by how much.
+            assert_eq!(
+                row["pass"] == false,
+                row["miss_by"].is_string(),
+                "row {id}: a miss and its shortfall go together: {row}"
             );
         }
     }

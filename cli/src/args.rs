@@ -102,6 +102,28 @@ pub(crate) enum Command {
     /// List or replay dead letters.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// Serve a live web page of the fleet, and fleet-wide metrics at /metrics.
+    Dashboard(DashboardArgs),
+}
+
+/// Where the dashboard listens and whom it lets in.
+#[derive(Debug, Args)]
+pub(crate) struct DashboardArgs {
+    /// Address to listen on. Anything but loopback needs --web-token or --web-token-file.
+    #[arg(long, env = "FLEET_DASHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// The operator's web token (at least 16 characters): sees everything,
+    /// may replay, delete and drain. Without one, a token is made and
+    /// printed. (`--token` is NATS's, as the nats CLI spells it.)
+    #[arg(long, env = "FLEET_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub(crate) web_token: Option<String>,
+    /// A file holding the operator's web token.
+    #[arg(long, env = "FLEET_DASHBOARD_TOKEN_FILE")]
+    pub(crate) web_token_file: Option<PathBuf>,
+    /// A tenant's web token, TENANT=FILE: sees and acts on only that
+    /// tenant's tasks, dead letters and results. Repeatable.
+    #[arg(long = "tenant-token", value_name = "TENANT=FILE")]
+    pub(crate) tenant_tokens: Vec<String>,
 }
 
 /// How the streams are made, and one group's consumer.

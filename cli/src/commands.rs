@@ -17,7 +17,10 @@ use crate::args::{Cli, Command, DeadCommand, GroupArgs, NatsArgs, NodeArgs, Stre
 pub(crate) type ExitCode = i32;
 
 /// Runs the parsed command until it ends or `shutdown` fires (nodes).
-pub(crate) async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<ExitCode, Error> {
+pub(crate) async fn run(
+    cli: Cli,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<ExitCode, Error> {
     let name = match &cli.command {
         Command::Node(args) => args.name.clone().unwrap_or_else(default_node_name),
         _ => format!("fleet-{}", std::process::id()),
@@ -122,6 +125,16 @@ pub(crate) async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<
                 done.skipped.len()
             );
             Ok(if done.skipped.is_empty() { 0 } else { 1 })
+        }
+        Command::Dashboard(args) => {
+            let options = crate::dashboard::Options {
+                listen: args.listen,
+                token: args.web_token,
+                token_file: args.web_token_file,
+                tenant_tokens: args.tenant_tokens,
+            };
+            crate::dashboard::serve(client, options, shutdown).await?;
+            Ok(0)
         }
         Command::Dead(DeadCommand::Delete { kind, ids }) => {
             let gone = dead::delete(&js, kind.as_deref(), &ids).await?;

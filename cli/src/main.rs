@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod dashboard;
 mod output;
 mod progress;
 mod submit;

@@ -1,0 +1,272 @@
+//! fleet's runs: `fleet setup`, nodes, then one `fleet submit` fed a file,
+//! on a fresh server of the test kit or on a fresh three-server cluster
+//! (`fleet_testkit::cluster`, the shipped deploy/cluster configs); and a
+//! node left idle, for its memory.
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use fleet::contract::READY_SIGNAL;
+use fleet_testkit::NatsServer;
+
+use super::{server, Bins, Run, Summary};
+use crate::measure::{
+    cpu_seconds, kill_measured, run_measured, spawn_logged, tail, wait_for_log, Finished,
+};
+
+/// How a fleet run is set up.
+#[derive(Debug, Clone)]
+pub struct FleetRun<'a> {
+    /// Task kind.
+    pub kind: &'a str,
+    /// Input file, one payload per line.
+    pub input: &'a Path,
+    /// `--window`.
+    pub window: usize,
+    /// Node processes.
+    pub nodes: usize,
+    /// `--concurrency` of each node.
+    pub concurrency: usize,
+    /// `--ephemeral`.
+    pub ephemeral: bool,
+    /// A server config other than `nats.conf`.
+    pub conf: Option<&'a Path>,
+    /// How long the submitter may take.
+    pub timeout: Duration,
+}
+
+impl<'a> FleetRun<'a> {
+    /// `kind` fed `input` with `window`, one node at default flags.
+    pub fn new(kind: &'a str, input: &'a Path, window: usize) -> Self {
+        FleetRun {
+            kind,
+            input,
+            window,
+            nodes: 1,
+            concurrency: fleet::contract::DEFAULT_CONCURRENCY,
+            ephemeral: false,
+            conf: None,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Where the fleet processes connect, and as whom.
+struct Conn {
+    /// `--server`: one URL, or all of a cluster's.
+    urls: String,
+    /// Global flags of the operator (`fleet setup`) and the submitter.
+    admin: Vec<String>,
+    /// Global flags of the nodes.
+    node: Vec<String>,
+    /// Whether nodes run the dev handlers (`sleep`, `fail`) too; not on the
+    /// cluster, whose nodes run as deployed.
+    dev_builtins: bool,
+}
+
+/// `fleet setup` (plus `extra`): streams and the default group, as an
+/// operator makes them once.
+fn setup(bins: &Bins, conn: &Conn, extra: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(&bins.fleet)
+        .args(["--server", &conn.urls])
+        .args(&conn.admin)
+        .arg("setup")
+        .args(extra)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "fleet setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `run.nodes` nodes, each ready (bound and pulling) when this returns.
+fn start_nodes(
+    bins: &Bins,
+    conn: &Conn,
+    run: &FleetRun<'_>,
+    dir: &Path,
+) -> anyhow::Result<Vec<Child>> {
+    let mut nodes = Vec::new();
+    for i in 1..=run.nodes {
+        let log = dir.join(format!("node{i}.log"));
+        let mut cmd = Command::new(&bins.fleet);
+        cmd.args(["--server", &conn.urls])
+            .args(&conn.node)
+            .args(["node", "--name", &format!("node{i}")])
+            .args(["--concurrency", &run.concurrency.to_string()])
+            .env("RUST_LOG", "info,async_nats=warn");
+        if conn.dev_builtins {
+            cmd.arg("--dev-builtins");
+        }
+        let mut node = spawn_logged(cmd, &log)?;
+        wait_for_log(&mut node, &log, READY_SIGNAL, Duration::from_secs(30))
+            .context("fleet node")?;
+        nodes.push(node);
+    }
+    Ok(nodes)
+}
+
+/// Kills the nodes; their CPU seconds (summed) and the largest peak RSS.
+fn stop_nodes(nodes: &mut [Child]) -> anyhow::Result<(f64, f64)> {
+    let (mut cpu, mut rss) = (0.0, 0.0_f64);
+    for node in nodes {
+        let (c, r) = kill_measured(node)?;
+        cpu += c;
+        rss = rss.max(r);
+    }
+    Ok((cpu, rss))
+}
+
+/// One `fleet submit` fed `run.input`, to its end; fails unless every task
+/// came back ok.
+fn submit(
+    bins: &Bins,
+    conn: &Conn,
+    run: &FleetRun<'_>,
+    dir: &Path,
+) -> anyhow::Result<(Finished, Summary)> {
+    let summary_path = dir.join("summary.json");
+    let mut cmd = Command::new(&bins.fleet);
+    cmd.args(["--server", &conn.urls])
+        .args(&conn.admin)
+        .args(["submit", run.kind, "--no-progress"])
+        .args(["--window", &run.window.to_string()])
+        .arg("--summary-json")
+        .arg(&summary_path)
+        .stdin(std::fs::File::open(run.input)?)
+        .stdout(std::process::Stdio::null());
+    if run.ephemeral {
+        cmd.arg("--ephemeral");
+    }
+    let log = dir.join("submit.log");
+    let finished = run_measured(cmd, &log, run.timeout)?;
+    if finished.code != 0 || !summary_path.exists() {
+        bail!(
+            "fleet submit {} exited {}: {}",
+            run.kind,
+            finished.code,
+            tail(&std::fs::read_to_string(&log)?)
+        );
+    }
+    let summary = Summary::read(&summary_path, "fleet submit")?;
+    if summary.ok != Some(summary.tasks) {
+        bail!("fleet submit {}: not every task ok: {summary:?}", run.kind);
+    }
+    Ok((finished, summary))
+}
+
+/// `run.nodes` fleet nodes and one `fleet submit`, on a fresh server.
+pub fn fleet(bins: &Bins, run: &FleetRun<'_>) -> anyhow::Result<Run> {
+    let server = server(run.conf);
+    let d = server.dir.path();
+    let conn = Conn {
+        urls: server.url(),
+        admin: Vec::new(),
+        node: Vec::new(),
+        dev_builtins: true,
+    };
+    setup(bins, &conn, &[])?;
+    let mut nodes = start_nodes(bins, &conn, run, d)?;
+    let server_pid = server.pid().context("the server runs")?;
+    let server0 = cpu_seconds(server_pid);
+    let submitted = submit(bins, &conn, run, d);
+    let server_cpu = cpu_seconds(server_pid) - server0;
+    let (node_cpu, node_rss) = stop_nodes(&mut nodes)?;
+    let (finished, summary) = submitted?;
+    Ok(Run {
+        node_cpu_s: Some(node_cpu),
+        server_cpu_s: Some(server_cpu),
+        submit_cpu_s: Some(finished.cpu),
+        node_rss_mib: Some(node_rss),
+        submit_rss_mib: Some(finished.rss_mib),
+        ..summary.run()
+    })
+}
+
+/// fleet on a fresh three-server cluster as deploy/cluster ships it (TLS,
+/// mutual-TLS routes, encryption at rest, `sync_interval: always`, users
+/// from accounts.conf): `fleet setup --replicas 3` as admin, `run.nodes`
+/// nodes as the node role, `fleet submit` as admin, every process given
+/// all three URLs. `run.conf` is ignored: the cluster has its own.
+pub fn cluster(bins: &Bins, run: &FleetRun<'_>) -> anyhow::Result<Run> {
+    // The test kit panics when a cluster cannot form (its callers are
+    // tests); here that is one failed scenario, not the end of the bench.
+    let cluster = std::panic::catch_unwind(fleet_testkit::run_cluster).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        anyhow!("the 3-server cluster did not start: {}", tail(&why))
+    })?;
+    let conn = Conn {
+        urls: cluster.urls(),
+        admin: cluster.flags("admin"),
+        node: cluster.flags("node"),
+        dev_builtins: false,
+    };
+    let d = cluster.dir.path();
+    setup(bins, &conn, &["--replicas", "3"])?;
+    let mut nodes = start_nodes(bins, &conn, run, d)?;
+    let submitted = submit(bins, &conn, run, d);
+    let (node_cpu, node_rss) = stop_nodes(&mut nodes)?;
+    let (finished, summary) = submitted.map_err(|err| {
+        let logs: String = cluster
+            .servers
+            .iter()
+            .map(|s| format!("\n--- {} ---\n{}", s.name, tail(&s.log_text())))
+            .collect();
+        err.context(format!("on the cluster; server logs:{logs}"))
+    })?;
+    Ok(Run {
+        node_cpu_s: Some(node_cpu),
+        submit_cpu_s: Some(finished.cpu),
+        node_rss_mib: Some(node_rss),
+        submit_rss_mib: Some(finished.rss_mib),
+        ..summary.run()
+    })
+}
+
+/// Peak RSS of a node that started, bound its group and sat idle for
+/// `idle`; then the same for a ceiling worker.
+pub fn idle_rss(bins: &Bins, idle: Duration) -> anyhow::Result<Run> {
+    let server = NatsServer::start();
+    let d = server.dir.path();
+    let url = server.url();
+    let conn = Conn {
+        urls: url.clone(),
+        admin: Vec::new(),
+        node: Vec::new(),
+        dev_builtins: false,
+    };
+    setup(bins, &conn, &[])?;
+    let log = d.join("node.log");
+    let mut node = Command::new(&bins.fleet);
+    node.args(["--server", &url, "node", "--name", "idle"]);
+    let mut node = spawn_logged(node, &log)?;
+    wait_for_log(&mut node, &log, READY_SIGNAL, Duration::from_secs(30))?;
+    std::thread::sleep(idle);
+    let (_, node_rss) = kill_measured(&mut node)?;
+    let log = d.join("worker.log");
+    let mut worker = Command::new(&bins.ceiling);
+    worker.args(["--nats-url", &url, "worker"]);
+    let mut worker = spawn_logged(worker, &log)?;
+    wait_for_log(
+        &mut worker,
+        &log,
+        super::loops::CEILING_READY,
+        Duration::from_secs(30),
+    )?;
+    std::thread::sleep(idle);
+    let (_, worker_rss) = kill_measured(&mut worker)?;
+    Ok(Run {
+        node_rss_mib: Some(node_rss),
+        worker_rss_mib: Some(worker_rss),
+        ..Default::default()
+    })
+}
