@@ -23,12 +23,30 @@ pub const DEAD_PREFIX: &str = "dead.";
 /// token of the subject the server put it under, never something it says.
 pub const TENANT_PREFIX: &str = "tenant.";
 
+/// Prefix of schedules, kept by the `SCHEDULES` stream: `sched.task.<id>`
+/// holds one delayed task until its time, `sched.cron.<name>` a recurring
+/// schedule. Nothing consumes them; the server fires each (ADR-51).
+pub const SCHEDULE_PREFIX: &str = "sched.";
+/// Prefix a schedule fires into: `due.<kind>` in `SCHEDULES`, which `TASKS`
+/// sources as `tasks.<kind>` (a schedule's target must be a subject of its
+/// own stream, and no consumer may ever cover a schedule on a work queue).
+pub const DUE_PREFIX: &str = "due.";
+
 /// The work queue: WorkQueue retention, file storage.
 pub const TASKS_STREAM: &str = "TASKS";
 /// Results kept for submitters that were away: limits retention, a max age.
 pub const RESULTS_STREAM: &str = "RESULTS";
 /// Tasks that failed for good.
 pub const DEAD_STREAM: &str = "DEAD";
+/// Delayed tasks and recurring schedules, held by the server until they
+/// fire into `due.<kind>`; limits retention.
+pub const SCHEDULES_STREAM: &str = "SCHEDULES";
+/// Key-value bucket of cancel marks, watched by every node: key
+/// `task.<id>` cancels one task, `batch.<name>` every task of a batch.
+pub const CANCEL_BUCKET: &str = "fleet-cancel";
+/// Key-value bucket of unique keys taken: key `<kind>.<unique key>`, value
+/// the id of the task holding it.
+pub const UNIQUE_BUCKET: &str = "fleet-unique";
 
 /// The name every node registers under for NATS service discovery
 /// (`nats micro ls fleet`).
@@ -63,6 +81,27 @@ pub mod header {
     pub const TASK_SEQ: &str = "Task-Seq";
     /// On tasks: an absolute deadline (RFC 3339); the task is not run after it.
     pub const TASK_DEADLINE: &str = "Task-Deadline";
+    /// On tasks: how long the kept result lives (`1h`, whole seconds at
+    /// least); it becomes the result's `Nats-TTL`.
+    pub const RESULT_TTL: &str = "Result-TTL";
+    /// On tasks: a key no other queued or running task of the kind holds.
+    pub const TASK_UNIQUE: &str = "Task-Unique";
+    /// On tasks: how long the unique key stays taken after the task ends.
+    pub const TASK_UNIQUE_FOR: &str = "Task-Unique-For";
+    /// On recurring schedules and the tasks they fire: the schedule's name.
+    pub const TASK_SCHEDULE: &str = "Task-Schedule";
+    /// Set by the server on a task a schedule fired: the schedule's subject.
+    pub const SCHEDULER: &str = "Nats-Scheduler";
+    /// On a schedule: `@at <RFC 3339>`, `@every <duration>` or a cron line.
+    pub const SCHEDULE: &str = "Nats-Schedule";
+    /// On a schedule: the subject it fires into (`due.<kind>`).
+    pub const SCHEDULE_TARGET: &str = "Nats-Schedule-Target";
+    /// On a cron schedule: an IANA time zone (`Europe/Paris`).
+    pub const SCHEDULE_TIME_ZONE: &str = "Nats-Schedule-Time-Zone";
+    /// On a fired task: when its schedule fires next (or `purge`).
+    pub const SCHEDULE_NEXT: &str = "Nats-Schedule-Next";
+    /// Per-message time to live (ADR-43).
+    pub const TTL: &str = "Nats-TTL";
     /// On dead letters: the payload was cut to fit the server's
     /// `max_payload`; the value is the original size in bytes.
     pub const TASK_TRUNCATED: &str = "Task-Truncated";
@@ -91,6 +130,8 @@ pub mod code {
     pub const TIMED_OUT: u16 = 408;
     /// The result is larger than the server accepts.
     pub const TOO_LARGE: u16 = 413;
+    /// The task was cancelled (`fleet cancel`) before or while it ran.
+    pub const CANCELLED: u16 = 499;
     /// The handler failed, or the task never finished.
     pub const HANDLER_FAILED: u16 = 500;
     /// The task was never stored by JetStream (the submitter's own verdict).
@@ -234,6 +275,32 @@ pub fn dead_subject(kind: &str) -> String {
     format!("{DEAD_PREFIX}{kind}")
 }
 
+/// The schedule subject holding a delayed task until its time.
+pub fn delayed_subject(task_id: &str) -> String {
+    format!("{SCHEDULE_PREFIX}task.{task_id}")
+}
+
+/// The schedule subject of recurring schedule `name`.
+pub fn cron_subject(name: &str) -> String {
+    format!("{SCHEDULE_PREFIX}cron.{name}")
+}
+
+/// The subject a schedule of `kind` fires into; `TASKS` takes it in as
+/// [`task_subject`]`(kind)`.
+pub fn due_subject(kind: &str) -> String {
+    format!("{DUE_PREFIX}{kind}")
+}
+
+/// The cancel mark of one task in [`CANCEL_BUCKET`].
+pub fn cancel_task_key(task_id: &str) -> String {
+    format!("task.{task_id}")
+}
+
+/// The cancel mark of every task of a batch in [`CANCEL_BUCKET`].
+pub fn cancel_batch_key(batch: &str) -> String {
+    format!("batch.{batch}")
+}
+
 /// The id `fleet submit` gives task `n` of `batch`: `<batch>.<n>`.
 pub fn batch_task_id(batch: &str, n: u64) -> String {
     format!("{batch}.{n}")
@@ -255,6 +322,11 @@ mod tests {
         assert_eq!(default_reply("b.1"), "results.b.1");
         assert_eq!(dead_subject("echo"), "dead.echo");
         assert_eq!(batch_task_id("nightly", 7), "nightly.7");
+        assert_eq!(delayed_subject("nightly.7"), "sched.task.nightly.7");
+        assert_eq!(cron_subject("report"), "sched.cron.report");
+        assert_eq!(due_subject("image.resize"), "due.image.resize");
+        assert_eq!(cancel_task_key("nightly.7"), "task.nightly.7");
+        assert_eq!(cancel_batch_key("nightly"), "batch.nightly");
         assert_eq!(
             api::consumer_next(TASKS_STREAM, DEFAULT_GROUP),
             "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers"

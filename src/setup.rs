@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{self, pull, AckPolicy};
 use async_nats::jetstream::context::CreateStreamErrorKind;
 use async_nats::jetstream::stream::{
-    Config, ConsumerErrorKind, DiscardPolicy, RetentionPolicy, StorageType,
+    Config, ConsumerErrorKind, DiscardPolicy, RetentionPolicy, Source, StorageType,
+    SubjectTransform,
 };
 use async_nats::jetstream::{Context, ErrorCode};
 use tracing::{debug, warn};
@@ -78,9 +79,18 @@ impl Default for GroupSettings {
     }
 }
 
-/// The three streams of the wire contract, each capturing the fleet
-/// account's subjects and every tenant's.
-pub fn stream_configs(settings: &StreamSettings) -> [Config; 3] {
+/// How long `SCHEDULES` keeps a fired task (`due.<kind>`) after `TASKS` took
+/// it in: long enough to outlive any stall of the sourcing. Schedules
+/// themselves carry `Nats-TTL: never` and stay until removed or fired.
+pub const SCHEDULES_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// How long a cancel mark is kept: longer than any task is queued and run.
+pub const CANCEL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// The streams of the wire contract: `SCHEDULES` (first: `TASKS` sources
+/// it), `TASKS`, `RESULTS` and `DEAD`, each capturing the fleet account's
+/// subjects and every tenant's, then the key-value buckets of cancel marks
+/// and unique keys.
+pub fn stream_configs(settings: &StreamSettings) -> Vec<Config> {
     let base = |name: &str, prefix: &str| Config {
         name: name.to_string(),
         subjects: contract::stream_subjects(prefix),
@@ -88,9 +98,27 @@ pub fn stream_configs(settings: &StreamSettings) -> [Config; 3] {
         num_replicas: settings.replicas,
         duplicate_window: contract::DUPLICATE_WINDOW,
         allow_direct: true,
+        // The server says -1 for "no limit"; so must we, or every
+        // `fleet setup` would see a change.
+        max_messages: -1,
         ..Default::default()
     };
-    [
+    vec![
+        Config {
+            name: contract::SCHEDULES_STREAM.to_string(),
+            subjects: vec![
+                format!("{}>", contract::SCHEDULE_PREFIX),
+                format!("{}>", contract::DUE_PREFIX),
+            ],
+            retention: RetentionPolicy::Limits,
+            discard: DiscardPolicy::Old,
+            max_age: SCHEDULES_MAX_AGE,
+            max_bytes: GIB,
+            allow_message_schedules: true,
+            allow_message_ttl: true,
+            allow_rollup: true,
+            ..base(contract::SCHEDULES_STREAM, contract::SCHEDULE_PREFIX)
+        },
         Config {
             retention: RetentionPolicy::WorkQueue,
             discard: DiscardPolicy::New,
@@ -100,6 +128,16 @@ pub fn stream_configs(settings: &StreamSettings) -> [Config; 3] {
             // Submitters send tasks in fast batches (ADR-50): one flow ack
             // per batch of tasks instead of a PubAck per task.
             allow_batch_publish: true,
+            // What a schedule fires (`due.<kind>`) comes in as a task
+            // (`tasks.<kind>`), headers and all.
+            sources: Some(vec![Source {
+                name: contract::SCHEDULES_STREAM.to_string(),
+                subject_transforms: vec![SubjectTransform {
+                    source: format!("{}>", contract::DUE_PREFIX),
+                    destination: format!("{}>", contract::TASK_PREFIX),
+                }],
+                ..Default::default()
+            }]),
             ..base(contract::TASKS_STREAM, contract::TASK_PREFIX)
         },
         Config {
@@ -117,7 +155,34 @@ pub fn stream_configs(settings: &StreamSettings) -> [Config; 3] {
             max_bytes: settings.dead_max_bytes,
             ..base(contract::DEAD_STREAM, contract::DEAD_PREFIX)
         },
+        Config {
+            max_age: CANCEL_MAX_AGE,
+            ..bucket(contract::CANCEL_BUCKET, settings.replicas)
+        },
+        bucket(contract::UNIQUE_BUCKET, settings.replicas),
     ]
+}
+
+/// A key-value bucket (the stream `KV_<name>`): one value per key, keys
+/// that expire on their own (`Nats-TTL`), a marker when they do.
+fn bucket(name: &str, replicas: usize) -> Config {
+    Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        storage: StorageType::File,
+        num_replicas: replicas,
+        max_messages_per_subject: 1,
+        max_messages: -1,
+        max_bytes: 64 * 1024 * 1024,
+        discard: DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        allow_message_ttl: true,
+        subject_delete_marker_ttl: Some(Duration::from_secs(60)),
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    }
 }
 
 /// The subjects a group's consumer takes: its kinds, the fleet account's
@@ -256,6 +321,24 @@ fn same_stream(current: &Config, wanted: &Config) -> bool {
         && current.allow_batch_publish == wanted.allow_batch_publish
         && current.allow_direct == wanted.allow_direct
         && current.duplicate_window == wanted.duplicate_window
+        && current.allow_message_schedules == wanted.allow_message_schedules
+        && same_sources(current.sources.as_deref(), wanted.sources.as_deref())
+}
+
+fn same_sources(current: Option<&[Source]>, wanted: Option<&[Source]>) -> bool {
+    let key = |s: &[Source]| {
+        s.iter()
+            .map(|s| {
+                let t: Vec<_> = s
+                    .subject_transforms
+                    .iter()
+                    .map(|t| (t.source.clone(), t.destination.clone()))
+                    .collect();
+                (s.name.clone(), t)
+            })
+            .collect::<Vec<_>>()
+    };
+    key(current.unwrap_or_default()) == key(wanted.unwrap_or_default())
 }
 
 fn same_consumer(current: &consumer::Config, wanted: &pull::Config) -> bool {
@@ -396,7 +479,9 @@ mod tests {
 
     #[test]
     fn streams_follow_the_contract_and_capture_every_tenant() {
-        let [tasks, results, dead] = stream_configs(&StreamSettings::default());
+        let [_, tasks, results, dead, ..] = &stream_configs(&StreamSettings::default())[..] else {
+            panic!("four streams, two buckets")
+        };
         assert_eq!(tasks.name, "TASKS");
         assert_eq!(tasks.subjects, ["tasks.>", "tenant.*.tasks.>"]);
         assert_eq!(results.subjects, ["results.>", "tenant.*.results.>"]);
@@ -413,7 +498,9 @@ mod tests {
 
     #[test]
     fn every_stream_is_bounded() {
-        let [tasks, results, dead] = stream_configs(&StreamSettings::default());
+        let [_, tasks, results, dead, ..] = &stream_configs(&StreamSettings::default())[..] else {
+            panic!("four streams, two buckets")
+        };
         // A full queue refuses new tasks (the submitter hears 503) rather
         // than dropping queued ones.
         assert_eq!(tasks.discard, DiscardPolicy::New);
@@ -427,11 +514,49 @@ mod tests {
         assert!(results.max_bytes > 0 && dead.max_bytes > 0);
         assert_eq!(dead.max_age, Duration::from_secs(14 * 24 * 3600));
         assert!(results.allow_message_ttl, "results may carry their own TTL");
-        let total = tasks.max_bytes + results.max_bytes + dead.max_bytes;
+        let all = stream_configs(&StreamSettings::default());
+        assert!(
+            all.iter().all(|s| s.max_bytes > 0),
+            "every stream is bounded"
+        );
+        let total: i64 = all.iter().map(|s| s.max_bytes).sum();
         assert!(
             total < 10 * 1000 * 1000 * 1000,
             "fits nats.conf's max_file_store of 10GB"
         );
+    }
+
+    #[test]
+    fn schedules_fire_into_tasks_and_no_consumer_takes_them() {
+        let all = stream_configs(&StreamSettings::default());
+        let (schedules, tasks) = (&all[0], &all[1]);
+        assert_eq!(schedules.name, "SCHEDULES");
+        assert_eq!(schedules.subjects, ["sched.>", "due.>"]);
+        assert!(schedules.allow_message_schedules && schedules.allow_message_ttl);
+        // Limits retention: a schedule is never removed by an ack.
+        assert_eq!(schedules.retention, RetentionPolicy::Limits);
+        let sources = tasks.sources.as_deref().expect("TASKS sources SCHEDULES");
+        assert_eq!(sources.len(), 1);
+        assert_eq!(sources[0].name, "SCHEDULES");
+        let t = &sources[0].subject_transforms;
+        assert_eq!(
+            (t[0].source.as_str(), t[0].destination.as_str()),
+            ("due.>", "tasks.>"),
+            "only what fired comes in, as a task of its kind"
+        );
+        // TASKS' own subjects never cover a schedule.
+        assert!(tasks.subjects.iter().all(|s| !s.starts_with("sched.")));
+    }
+
+    #[test]
+    fn buckets_hold_one_expiring_value_per_key() {
+        let all = stream_configs(&StreamSettings::default());
+        for (b, name) in all[4..].iter().zip(["fleet-cancel", "fleet-unique"]) {
+            assert_eq!(b.name, format!("KV_{name}"));
+            assert_eq!(b.subjects, [format!("$KV.{name}.>")]);
+            assert_eq!(b.max_messages_per_subject, 1);
+            assert!(b.allow_message_ttl && b.allow_rollup && b.allow_direct);
+        }
     }
 
     #[test]

@@ -192,8 +192,14 @@ mod tests {
             ..Snapshot::default()
         };
         let text = exposition(&snapshot);
-        assert!(text.contains("fleet_queue_depth{tenant=\"alice\",kind=\"echo\"} 3"), "{text}");
-        assert!(text.contains("fleet_group_oldest_waiting_seconds{group=\"workers\"} 1.5"), "{text}");
+        assert!(
+            text.contains("fleet_queue_depth{tenant=\"alice\",kind=\"echo\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fleet_group_oldest_waiting_seconds{group=\"workers\"} 1.5"),
+            "{text}"
+        );
         assert!(text.contains("fleet_up 1"), "{text}");
         for name in NAMES {
             assert!(
