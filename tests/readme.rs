@@ -182,6 +182,15 @@ fn readme_commands_run_as_written() {
     assert!(all_output.lines().any(|l| l.trim() == "hi"), "{all_output}");
     assert!(all_output.contains("MAKE ME LOUD"), "{all_output}");
     assert!(all_output.contains("FROM A FILE"), "{all_output}");
+    // The operating block: the node in service discovery, its metrics, the
+    // dashboard's fleet-wide view of it.
+    assert!(all_output.contains("fleet node ops of group workers"), "{all_output}");
+    assert!(
+        all_output.contains(r#"fleet_node_tasks_total{kind="echo",outcome="ok"} 1"#),
+        "{all_output}"
+    );
+    assert!(all_output.contains("fleet_nodes 1"), "{all_output}");
+    assert!(all_output.contains(r#""draining":true"#), "{all_output}");
     let jsonl = std::fs::read_to_string(work.path().join("results.jsonl")).unwrap();
     assert_eq!(jsonl.lines().count(), 1000);
 
