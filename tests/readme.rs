@@ -184,7 +184,10 @@ fn readme_commands_run_as_written() {
     assert!(all_output.contains("FROM A FILE"), "{all_output}");
     // The operating block: the node in service discovery, its metrics, the
     // dashboard's fleet-wide view of it.
-    assert!(all_output.contains("fleet node ops of group workers"), "{all_output}");
+    assert!(
+        all_output.contains("fleet node ops of group workers"),
+        "{all_output}"
+    );
     assert!(
         all_output.contains(r#"fleet_node_tasks_total{kind="echo",outcome="ok"} 1"#),
         "{all_output}"
