@@ -32,6 +32,9 @@ pub enum FailureKind {
     Unfinished,
     /// JetStream never stored the task (a submitter's verdict): 503.
     NotSubmitted,
+    /// Cancelled (`fleet cancel`) before or while it ran: 499, never
+    /// retried, never dead-lettered.
+    Cancelled,
 }
 
 impl FailureKind {
@@ -44,6 +47,7 @@ impl FailureKind {
             FailureKind::TooLarge => code::TOO_LARGE,
             FailureKind::HandlerFailed | FailureKind::Unfinished => code::HANDLER_FAILED,
             FailureKind::NotSubmitted => code::NOT_SUBMITTED,
+            FailureKind::Cancelled => code::CANCELLED,
         }
     }
 
@@ -62,6 +66,7 @@ impl FailureKind {
             code::TOO_LARGE => FailureKind::TooLarge,
             code::HANDLER_FAILED => FailureKind::HandlerFailed,
             code::NOT_SUBMITTED => FailureKind::NotSubmitted,
+            code::CANCELLED => FailureKind::Cancelled,
             _ => return None,
         })
     }
@@ -230,7 +235,7 @@ mod tests {
     use super::*;
     use std::error::Error as _;
 
-    const ALL: [FailureKind; 7] = [
+    const ALL: [FailureKind; 8] = [
         FailureKind::BadInput,
         FailureKind::NoSuchKind,
         FailureKind::TimedOut,
@@ -238,6 +243,7 @@ mod tests {
         FailureKind::HandlerFailed,
         FailureKind::Unfinished,
         FailureKind::NotSubmitted,
+        FailureKind::Cancelled,
     ];
 
     #[test]

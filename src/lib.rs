@@ -46,7 +46,7 @@
 //!
 //! | layer | module | what |
 //! |---|---|---|
-//! | 6 | [`status`], [`dead`] | the read side: queue depth and groups; dead letters |
+//! | 6 | [`status`], [`dead`], [`cancel`] | the read side: queue depth and groups; dead letters; cancelling tasks |
 //! | 5 | `node`, `submit` | the node (pull, lifecycle, pure decisions) and the submitter (window, events) |
 //! | 4 | [`handlers`] | the [`Handler`] trait and [`Registry`]; built-ins; exec handlers |
 //! | 3 | [`connect`], [`setup`], [`micro`] | connection options; streams and groups' consumers; service discovery |
@@ -54,6 +54,7 @@
 //! | 1 | `error` | [`FailureKind`], [`TaskError`], [`Error`] by [`ErrorKind`] |
 //! | 0 | [`contract`] | every subject, stream, header name, code, limit and default |
 
+pub mod cancel;
 pub mod connect;
 pub mod contract;
 pub mod dead;

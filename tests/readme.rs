@@ -194,6 +194,14 @@ fn readme_commands_run_as_written() {
     );
     assert!(all_output.contains("fleet_nodes 1"), "{all_output}");
     assert!(all_output.contains(r#""draining":true"#), "{all_output}");
+    assert!(
+        all_output.contains("done.1: already finished: ok"),
+        "{all_output}"
+    );
+    assert!(
+        all_output.contains("Nats-Service-Error-Code: 499"),
+        "{all_output}"
+    );
     let jsonl = std::fs::read_to_string(work.path().join("results.jsonl")).unwrap();
     assert_eq!(jsonl.lines().count(), 1000);
 

@@ -104,6 +104,8 @@ pub(crate) enum Command {
     Dead(DeadCommand),
     /// Serve a live web page of the fleet, and fleet-wide metrics at /metrics.
     Dashboard(DashboardArgs),
+    /// Cancel tasks: queued, delayed or running ones end as 499 (admin).
+    Cancel(crate::cancel::CancelArgs),
 }
 
 /// Where the dashboard listens and whom it lets in.

@@ -136,6 +136,7 @@ pub(crate) async fn run(
             crate::dashboard::serve(client, options, shutdown).await?;
             Ok(0)
         }
+        Command::Cancel(args) => crate::cancel::run(&js, args).await,
         Command::Dead(DeadCommand::Delete { kind, ids }) => {
             let gone = dead::delete(&js, kind.as_deref(), &ids).await?;
             eprintln!("{} dead letters deleted", gone.len());
@@ -223,7 +224,7 @@ async fn watch_status(
 }
 
 /// Writes `text` to standard output.
-async fn print(text: String) -> Result<(), Error> {
+pub(crate) async fn print(text: String) -> Result<(), Error> {
     let mut out = tokio::io::stdout();
     out.write_all(text.as_bytes())
         .await

@@ -3,6 +3,7 @@
 //! usage, connection, credential or setup errors).
 
 mod args;
+mod cancel;
 mod commands;
 mod dashboard;
 mod output;

@@ -10,6 +10,7 @@
 //! | final failure (400, 404, 413, …)     | Fail     | dead letter, error result   | term      |
 //! | handed back (shutdown)               | HandBack | none                        | nak now   |
 //! | delivered past the attempt allowance | Fail     | dead letter, error result   | term      |
+//! | cancelled (499; see `cancel.rs`)     | Cancel   | error result                | ack       |
 //!
 //! A write refused by the fence (an earlier attempt already kept its result)
 //! counts as written. A write that fails otherwise hands the task back after
@@ -113,6 +114,8 @@ pub(crate) enum Verdict {
     Fail,
     /// Hand back at once, untouched (shutdown).
     HandBack,
+    /// Cancelled: error result 499, then ack; never retried or dead-lettered.
+    Cancel,
 }
 
 /// The verdict on attempt `attempt` that ended as `ran`.
@@ -120,6 +123,7 @@ pub(crate) fn verdict(ran: Ran<'_>, attempt: u32, policy: &RetryPolicy) -> Verdi
     match ran {
         Ran::Ok => Verdict::Commit,
         Ran::Cancelled => Verdict::HandBack,
+        Ran::Failed(err) if err.kind() == FailureKind::Cancelled => Verdict::Cancel,
         Ran::Failed(err) if err.is_retryable() && attempt < policy.attempts() => Verdict::Retry {
             delay: policy.backoff(attempt),
         },
@@ -234,6 +238,11 @@ mod tests {
         assert_eq!(verdict(Ran::Ok, 1, &policy(3)), Verdict::Commit);
         assert_eq!(verdict(Ran::Ok, 99, &policy(3)), Verdict::Commit);
         assert_eq!(verdict(Ran::Cancelled, 1, &policy(3)), Verdict::HandBack);
+        let cancelled = TaskError::new(FailureKind::Cancelled, "cancelled");
+        for attempt in [1, 3, 99] {
+            let v = verdict(Ran::Failed(&cancelled), attempt, &policy(3));
+            assert_eq!(v, Verdict::Cancel);
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use futures::FutureExt;
 use tokio::time::{interval_at, sleep_until, Instant};
 use tracing::{debug, warn};
 
+use super::cancel;
 use super::commit::{self, Ctx};
 use super::decide::{self, AckReply, Admission, Next, Ran, Verdict, Written};
 use super::{Shared, Slot};
@@ -93,6 +94,12 @@ async fn execute(
     envelope: &Envelope,
 ) -> Outcome {
     let config = &shared.config;
+    if shared
+        .marks
+        .is_marked(envelope.tenant.as_deref(), &envelope.id)
+    {
+        return Outcome::Failed(cancel::cancelled());
+    }
     let Some(handler) = shared.registry.get(kind) else {
         return Outcome::Failed(no_such_kind(kind));
     };
@@ -150,6 +157,10 @@ async fn run_handler(
                 }
             }
             _ = async { let _ = cancel.wait_for(|stop| *stop).await; } => return Outcome::Cancelled,
+            // `fleet cancel`: the handler's future is dropped on return.
+            _ = shared.marks.until_marked(envelope.tenant.as_deref(), &envelope.id) => {
+                return Outcome::Failed(cancel::cancelled())
+            }
         }
     }
 }
@@ -208,6 +219,9 @@ async fn finish(ctx: &Ctx<'_>, outcome: Outcome) {
             }
         }
         (Verdict::Fail, Outcome::Failed(err)) => fail_for_good(ctx, err).await,
+        (Verdict::Cancel, Outcome::Failed(err)) => {
+            reply(ctx, cancel::commit(ctx, &err).await).await
+        }
         (verdict, _) => unreachable!("verdict {verdict:?} does not follow from its outcome"),
     }
 }

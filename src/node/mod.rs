@@ -7,6 +7,8 @@
 //! rest, which hand their task back at once; wait for results on their way
 //! out; flush with a bound.
 
+mod cancel;
+mod cancel_watch;
 mod commit;
 mod credits;
 pub(crate) mod decide;
@@ -103,6 +105,8 @@ pub struct NodeStats {
     pub retried: u64,
     /// Tasks handed back untouched (shutdown).
     pub handed_back: u64,
+    /// Tasks cancelled (`fleet cancel`): 499 kept, never retried.
+    pub cancelled: u64,
 }
 
 /// What every task of a node shares.
@@ -118,6 +122,8 @@ struct Shared {
     node_header: HeaderValue,
     observer: Observer,
     cancel: watch::Receiver<bool>,
+    /// The cancel marks of `fleet cancel`, kept in step with the bucket.
+    marks: Arc<cancel::Marks>,
     /// Tasks past their handler, publishing the result and acking.
     finishing: Arc<Semaphore>,
 }
@@ -181,6 +187,9 @@ impl Node {
         }
         let bound = setup::bind(&js, &config.group.name).await?;
         let (cancel_tx, cancel) = watch::channel(false);
+        let marks = Arc::new(cancel::Marks::default());
+        // Read before the first pull: a cancel issued while no node was up holds.
+        let _watch = cancel_watch::watch(&js, marks.clone()).await;
         let limits = Limits {
             default_timeout: config.task_timeout.min(config.max_task_timeout),
             max_timeout: config.max_task_timeout,
@@ -195,6 +204,7 @@ impl Node {
             registry: self.registry,
             observer: self.observer.clone(),
             cancel,
+            marks,
             finishing: Arc::new(Semaphore::new(finishing_limit(config.concurrency))),
             config,
         });

@@ -47,6 +47,7 @@ enum Outcome {
     failed,
     retried,
     handed_back,
+    cancelled,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +68,7 @@ pub(super) struct KindMetrics {
     failed: Counter,
     retried: Counter,
     handed_back: Counter,
+    cancelled: Counter,
     dead: Counter,
     redelivered: Counter,
     run: Histogram,
@@ -116,6 +118,11 @@ impl KindMetrics {
         self.handed_back.inc();
     }
 
+    /// The task was cancelled: its 499 result kept, the task acked.
+    pub(super) fn cancelled(&self) {
+        self.cancelled.inc();
+    }
+
     fn note(&self, error: &str) {
         if let Ok(mut last) = self.last_error.lock() {
             error.clone_into(&mut last);
@@ -142,6 +149,7 @@ impl KindMetrics {
             data: Some(serde_json::json!({
                 "ok": ok, "failed": failed, "retried": retried,
                 "handed_back": self.handed_back.get(),
+                "cancelled": self.cancelled.get(),
             })),
         }
     }
@@ -271,6 +279,7 @@ impl Observer {
                 failed: outcome(Outcome::failed),
                 retried: outcome(Outcome::retried),
                 handed_back: outcome(Outcome::handed_back),
+                cancelled: outcome(Outcome::cancelled),
                 dead: dead.get_or_create_owned(&label),
                 redelivered: redelivered.get_or_create_owned(&label),
                 run: run.get_or_create_owned(&label),
@@ -369,6 +378,7 @@ impl Observer {
             failed: t.failed + k.failed.get(),
             retried: t.retried + k.retried.get(),
             handed_back: t.handed_back + k.handed_back.get(),
+            cancelled: t.cancelled + k.cancelled.get(),
         })
     }
 
