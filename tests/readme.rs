@@ -182,6 +182,13 @@ fn readme_commands_run_as_written() {
     assert!(all_output.lines().any(|l| l.trim() == "hi"), "{all_output}");
     assert!(all_output.contains("MAKE ME LOUD"), "{all_output}");
     assert!(all_output.contains("FROM A FILE"), "{all_output}");
+    // Delayed tasks collected later, and a schedule's last run.
+    for line in ["one", "two", "ping"] {
+        assert!(
+            all_output.lines().any(|l| l.trim() == line),
+            "{line}: {all_output}"
+        );
+    }
     let jsonl = std::fs::read_to_string(work.path().join("results.jsonl")).unwrap();
     assert_eq!(jsonl.lines().count(), 1000);
 

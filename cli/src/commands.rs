@@ -136,6 +136,8 @@ pub(crate) async fn run(
             crate::dashboard::serve(client, options, shutdown).await?;
             Ok(0)
         }
+        Command::Results(args) => crate::schedule::results(client, args).await,
+        Command::Schedule(command) => crate::schedule::run(client, command).await,
         Command::Dead(DeadCommand::Delete { kind, ids }) => {
             let gone = dead::delete(&js, kind.as_deref(), &ids).await?;
             eprintln!("{} dead letters deleted", gone.len());
