@@ -100,6 +100,11 @@ pub mod header {
     pub const SCHEDULE_TIME_ZONE: &str = "Nats-Schedule-Time-Zone";
     /// On a fired task: when its schedule fires next (or `purge`).
     pub const SCHEDULE_NEXT: &str = "Nats-Schedule-Next";
+    /// On a schedule: the `Nats-TTL` each task it fires carries.
+    pub const SCHEDULE_TTL: &str = "Nats-Schedule-TTL";
+    /// Set by the server on a sourced message: `<stream> <seq> …`, where it
+    /// came from (a fired task: `SCHEDULES <seq of its due.<kind> copy> …`).
+    pub const STREAM_SOURCE: &str = "Nats-Stream-Source";
     /// Per-message time to live (ADR-43).
     pub const TTL: &str = "Nats-TTL";
     /// On dead letters: the payload was cut to fit the server's
@@ -291,6 +296,20 @@ pub fn due_subject(kind: &str) -> String {
     format!("{DUE_PREFIX}{kind}")
 }
 
+/// The record of a batch of delayed tasks in `SCHEDULES` (a plain message,
+/// never fired): how many tasks, of which kind, for when; what `fleet
+/// results` reads to know what to expect.
+pub fn batch_record_subject(batch: &str) -> String {
+    format!("{SCHEDULE_PREFIX}batch.{batch}")
+}
+
+/// The task id of the occurrence of recurring schedule `name` that fired
+/// as `SCHEDULES` sequence `seq`: `sched.<name>.<seq>`, its result kept at
+/// `results.sched.<name>.<seq>`.
+pub fn occurrence_task_id(name: &str, seq: u64) -> String {
+    format!("{SCHEDULE_PREFIX}{name}.{seq}")
+}
+
 /// The cancel mark of one task in [`CANCEL_BUCKET`].
 pub fn cancel_task_key(task_id: &str) -> String {
     format!("task.{task_id}")
@@ -325,6 +344,8 @@ mod tests {
         assert_eq!(delayed_subject("nightly.7"), "sched.task.nightly.7");
         assert_eq!(cron_subject("report"), "sched.cron.report");
         assert_eq!(due_subject("image.resize"), "due.image.resize");
+        assert_eq!(batch_record_subject("nightly"), "sched.batch.nightly");
+        assert_eq!(occurrence_task_id("report", 42), "sched.report.42");
         assert_eq!(cancel_task_key("nightly.7"), "task.nightly.7");
         assert_eq!(cancel_batch_key("nightly"), "batch.nightly");
         assert_eq!(

@@ -233,6 +233,11 @@ impl Envelope {
             check_task_id(id.as_str())?;
             self.id = id.as_str().to_string();
             self.reply = contract::default_reply(&self.id);
+        } else if let Some(id) = crate::schedule::occurrence::task_id(headers) {
+            // An occurrence of a recurring schedule: `sched.<name>.<seq>`.
+            check_task_id(&id)?;
+            self.id = id;
+            self.reply = contract::default_reply(&self.id);
         }
         if let Some(timeout) = headers.get(header::TASK_TIMEOUT) {
             let timeout = parse_timeout(timeout.as_str())?;
@@ -337,6 +342,26 @@ mod tests {
             (env.id.as_str(), env.reply.as_str()),
             ("batch.7", "results.batch.7")
         );
+    }
+
+    #[test]
+    fn an_occurrence_of_a_schedule_is_named_by_its_firing() {
+        let h = headers(&[
+            ("Task-Schedule", "tick"),
+            ("Nats-Stream-Source", "SCHEDULES 9 due.> tasks.> due.echo x"),
+        ]);
+        let env = Envelope::read(Some(&h), None, 3, &limits()).unwrap();
+        assert_eq!(
+            (env.id.as_str(), env.reply.as_str()),
+            ("sched.tick.9", "results.sched.tick.9")
+        );
+        assert!(env.reply_is_own());
+        let bad = headers(&[
+            ("Task-Schedule", "a b"),
+            ("Nats-Stream-Source", "SCHEDULES 9 due.> tasks.>"),
+        ]);
+        let (env, err) = *Envelope::read(Some(&bad), None, 3, &limits()).unwrap_err();
+        assert_eq!((err.code(), env.reply.as_str()), (400, "results.3"));
     }
 
     #[test]

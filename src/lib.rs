@@ -47,10 +47,10 @@
 //! | layer | module | what |
 //! |---|---|---|
 //! | 6 | [`status`], [`dead`], [`cancel`] | the read side: queue depth and groups; dead letters; cancelling tasks |
-//! | 5 | `node`, `submit` | the node (pull, lifecycle, pure decisions) and the submitter (window, events) |
+//! | 5 | `node`, `submit`, [`schedule`] | the node (pull, lifecycle, pure decisions), the submitter (window, events; delayed batches, collecting results), recurring schedules |
 //! | 4 | [`handlers`] | the [`Handler`] trait and [`Registry`]; built-ins; exec handlers |
-//! | 3 | [`connect`], [`setup`], [`micro`] | connection options; streams and groups' consumers; service discovery |
-//! | 2 | `envelope` | the task envelope ([`Task`]) and the pure parsers of headers and subjects |
+//! | 3 | [`connect`], [`setup`], [`micro`], `direct` | connection options; streams and groups' consumers; service discovery; batch direct gets |
+//! | 2 | `envelope`, `schedule::{pattern, occurrence}` | the task envelope ([`Task`]) and the pure parsers of headers and subjects; schedule patterns and occurrence ids |
 //! | 1 | `error` | [`FailureKind`], [`TaskError`], [`Error`] by [`ErrorKind`] |
 //! | 0 | [`contract`] | every subject, stream, header name, code, limit and default |
 
@@ -58,11 +58,13 @@ pub mod cancel;
 pub mod connect;
 pub mod contract;
 pub mod dead;
+mod direct;
 mod envelope;
 mod error;
 pub mod handlers;
 pub mod micro;
 mod node;
+pub mod schedule;
 pub mod setup;
 pub mod status;
 mod submit;
@@ -73,4 +75,7 @@ pub use error::{BoxError, Error, ErrorKind, FailureKind, TaskError};
 pub use handlers::{Handler, Registry};
 pub use node::{default_node_name, Node, NodeConfig, NodeStats, Observer, Phase, RetryPolicy};
 pub use setup::{GroupSettings, StreamSettings};
+pub use submit::{
+    results, submit_at, BatchReport, CollectConfig, Collected, Collection, Scheduled,
+};
 pub use submit::{submit, Event, Latency, Submission, SubmitConfig, Summary, TaskEnd, TaskStatus};

@@ -202,6 +202,13 @@ fn readme_commands_run_as_written() {
         all_output.contains("Nats-Service-Error-Code: 499"),
         "{all_output}"
     );
+    // Delayed tasks collected later, and a schedule's last run.
+    for line in ["one", "two", "ping"] {
+        assert!(
+            all_output.lines().any(|l| l.trim() == line),
+            "{line}: {all_output}"
+        );
+    }
     let jsonl = std::fs::read_to_string(work.path().join("results.jsonl")).unwrap();
     assert_eq!(jsonl.lines().count(), 1000);
 

@@ -106,6 +106,12 @@ pub(crate) enum Command {
     Dashboard(DashboardArgs),
     /// Cancel tasks: queued, delayed or running ones end as 499 (admin).
     Cancel(crate::cancel::CancelArgs),
+    /// Print the kept results of a batch (one submitted with --delay or --at
+    /// and --no-wait, or any --batch); say which are missing.
+    Results(crate::schedule::ResultsArgs),
+    /// Add, list or remove recurring schedules (cron lines, intervals).
+    #[command(subcommand)]
+    Schedule(crate::schedule::ScheduleCommand),
 }
 
 /// Where the dashboard listens and whom it lets in.
@@ -307,6 +313,16 @@ pub(crate) struct SubmitArgs {
     /// Create the streams when there are none (one trusted machine).
     #[arg(long)]
     pub(crate) create: bool,
+    /// Run the tasks this long from now (e.g. 10m), to the whole second.
+    #[arg(long, conflicts_with = "at")]
+    pub(crate) delay: Option<Duration>,
+    /// Run the tasks at this time: RFC 3339, e.g. 2026-12-01T09:00:00Z.
+    #[arg(long)]
+    pub(crate) at: Option<String>,
+    /// With --delay or --at: print the task ids once every task is
+    /// scheduled, and exit (collect them later with `fleet results`).
+    #[arg(long)]
+    pub(crate) no_wait: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ mod commands;
 mod dashboard;
 mod output;
 mod progress;
+mod schedule;
 mod submit;
 
 use std::error::Error as _;

@@ -19,17 +19,11 @@ pub(crate) async fn run(
     args: SubmitArgs,
     msg_id_salt: Option<String>,
 ) -> Result<i32, Error> {
+    if args.delay.is_some() || args.at.is_some() || args.no_wait {
+        return crate::schedule::submit_later(client, args, msg_id_salt).await;
+    }
     let from_args = !args.payloads.is_empty();
-    let config = SubmitConfig {
-        kind: args.kind,
-        window: args.window,
-        timeout: args.timeout.into(),
-        ephemeral: args.ephemeral,
-        batch: args.batch,
-        task_timeout: args.task_timeout,
-        msg_id_salt,
-        create: args.create,
-    };
+    let config = config(&args, msg_id_salt);
     // A bar for large or unknown-sized batches, on a terminal only.
     let progress = !args.no_progress
         && io::stderr().is_terminal()
@@ -37,16 +31,7 @@ pub(crate) async fn run(
     let bar = crate::progress::bar(from_args.then_some(args.payloads.len() as u64), progress);
     let format = if args.json { Format::Json } else { args.format };
     let mut printer = Printer::new(format, tokio::io::BufWriter::new(tokio::io::stdout()));
-    let input: Box<dyn Stream<Item = io::Result<Bytes>> + Send + Unpin> = if from_args {
-        let items: Vec<io::Result<Bytes>> = args
-            .payloads
-            .into_iter()
-            .map(|p| Ok(Bytes::from(p)))
-            .collect();
-        Box::new(futures::stream::iter(items))
-    } else {
-        Box::new(stdin_lines())
-    };
+    let input = input(args.payloads);
     let mut events = fleet::submit(client.clone(), config, input).await?;
     let mut summary: Option<Summary> = None;
     let out_err = |e| Error::with_source(ErrorKind::Io, "writing to standard output", e);
@@ -91,6 +76,31 @@ pub(crate) async fn run(
         );
     }
     Ok(1)
+}
+
+/// The library's settings of a run, from the command line's.
+pub(crate) fn config(args: &SubmitArgs, msg_id_salt: Option<String>) -> SubmitConfig {
+    SubmitConfig {
+        kind: args.kind.clone(),
+        window: args.window,
+        timeout: args.timeout.into(),
+        ephemeral: args.ephemeral,
+        batch: args.batch.clone(),
+        task_timeout: args.task_timeout.clone(),
+        msg_id_salt,
+        create: args.create,
+    }
+}
+
+/// The payloads: the arguments, or with none, the lines of standard input.
+pub(crate) fn input(
+    payloads: Vec<String>,
+) -> Box<dyn Stream<Item = io::Result<Bytes>> + Send + Unpin> {
+    if payloads.is_empty() {
+        return Box::new(stdin_lines());
+    }
+    let items: Vec<io::Result<Bytes>> = payloads.into_iter().map(|p| Ok(Bytes::from(p))).collect();
+    Box::new(futures::stream::iter(items))
 }
 
 /// Standard input, one payload per line (bytes, not necessarily UTF-8),

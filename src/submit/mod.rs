@@ -11,13 +11,15 @@
 //! After a reconnect, and before a task is declared without result, `RESULTS`
 //! is read for what was missed.
 
+mod collect;
 mod fast;
 mod kept;
+mod later;
 mod publish;
 mod report;
 mod run;
 mod window;
-mod wire;
+pub(crate) mod wire;
 
 use std::io;
 use std::pin::Pin;
@@ -34,6 +36,8 @@ use crate::contract;
 use crate::envelope::{check_task_id, parse_timeout};
 use crate::error::{Error, ErrorKind, ResultExt};
 use crate::setup::{self, StreamSettings};
+pub use collect::{results, BatchReport, CollectConfig, Collected, Collection};
+pub use later::{submit_at, Scheduled};
 pub use report::{Latency, Summary, TaskEnd, TaskStatus};
 
 /// How a submitter runs. `..Default::default()` fills what you do not set.
@@ -134,18 +138,7 @@ where
     if config.create {
         setup::ensure_streams(&js, &StreamSettings::default()).await?;
     }
-    let batch = match &config.batch {
-        Some(name) => name.clone(),
-        // The random head of a fresh NUID: short, and unique enough.
-        None => client
-            .new_inbox()
-            .rsplit('.')
-            .next()
-            .unwrap_or("batch")
-            .chars()
-            .take(12)
-            .collect(),
-    };
+    let batch = batch_name(&client, &config);
     let reply_prefix = if config.ephemeral {
         format!("{}.", client.new_inbox())
     } else {
@@ -185,6 +178,22 @@ where
         run.finish(outcome).await;
     });
     Ok(Submission { events, task })
+}
+
+/// The run's batch name: the one given, or the random head of a fresh
+/// NUID (short, and unique enough).
+fn batch_name(client: &Client, config: &SubmitConfig) -> String {
+    match &config.batch {
+        Some(name) => name.clone(),
+        None => client
+            .new_inbox()
+            .rsplit('.')
+            .next()
+            .unwrap_or("batch")
+            .chars()
+            .take(12)
+            .collect(),
+    }
 }
 
 fn check_config(config: &SubmitConfig) -> Result<(), Error> {

@@ -26,7 +26,7 @@ pub(super) struct Task {
 impl Task {
     /// The task's headers: its id, its reply subject when it is not the
     /// default one for its id, its timeout, its de-duplication id.
-    fn headers(&self) -> HeaderMap {
+    pub(super) fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(header::TASK_ID, self.id.as_str());
         if self.reply != contract::default_reply(&self.id) {

@@ -220,6 +220,14 @@ impl NatsServer {
         self.stop();
         self.spawn();
     }
+
+    /// Stops it, leaves it down for `down`, then starts it again on the
+    /// same port and store; ready when this returns.
+    pub fn restart_after(&mut self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.spawn();
+    }
 }
 
 impl Drop for NatsServer {

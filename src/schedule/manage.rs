@@ -1,0 +1,382 @@
+//! Adding, listing and removing recurring schedules: what `fleet schedule`
+//! runs. A schedule is one message on `sched.cron.<name>` in `SCHEDULES`;
+//! the server fires it into `due.<kind>` (ADR-51), `TASKS` takes each
+//! firing in as a task of that kind. No fleet process takes part in the
+//! firing: a schedule fires with every node down, and never twice.
+
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, RequestErrorKind};
+use bytes::Bytes;
+
+use super::listed::Schedule;
+use super::pattern::{self, Repeat};
+use crate::contract::{self, header};
+use crate::direct;
+use crate::error::{Error, ErrorKind, ResultExt};
+use crate::submit::wire::{self, Reply};
+
+/// A recurring schedule to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recurring {
+    /// Its name: one word of letters, digits, `-` and `_`.
+    pub name: String,
+    /// The kind of task it fires.
+    pub kind: String,
+    /// How it repeats.
+    pub repeat: Repeat,
+    /// The IANA time zone of a cron line (default UTC).
+    pub time_zone: Option<String>,
+    /// How long an occurrence may wait in the queue for a node before it
+    /// leaves it (`Nats-Schedule-TTL`); none: it waits as any task does.
+    pub catch_up: Option<Duration>,
+    /// `Task-Timeout` of each occurrence.
+    pub task_timeout: Option<String>,
+    /// The payload of each occurrence.
+    pub payload: Bytes,
+}
+
+/// What [`add`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    /// The pattern as the server keeps it (a 5-field line has its seconds).
+    pub pattern: String,
+    /// A schedule of that name was there and is replaced.
+    pub replaced: bool,
+}
+
+impl Recurring {
+    /// The schedule message's headers (checked: name, kind, pattern, zone).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Usage`] for what the server would refuse or misread.
+    pub fn headers(&self) -> Result<HeaderMap, Error> {
+        pattern::check_name(&self.name)?;
+        crate::envelope::check_task_id(&self.kind).map_err(|e| {
+            Error::new(
+                ErrorKind::Usage,
+                format!("bad kind {:?}: {}", self.kind, e.message()),
+            )
+        })?;
+        let mut h = HeaderMap::new();
+        h.insert(header::SCHEDULE, self.repeat.header()?.as_str());
+        h.insert(
+            header::SCHEDULE_TARGET,
+            contract::due_subject(&self.kind).as_str(),
+        );
+        // SCHEDULES drops what is older than its max age; only `never`
+        // outlives it.
+        h.insert(header::TTL, "never");
+        h.insert(header::TASK_SCHEDULE, self.name.as_str());
+        if let Some(zone) = &self.time_zone {
+            pattern::check_time_zone(zone)?;
+            if !self.repeat.takes_time_zone() {
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    "--tz goes with --cron (an interval has no time of day)",
+                ));
+            }
+            h.insert(header::SCHEDULE_TIME_ZONE, zone.as_str());
+        }
+        if let Some(catch_up) = self.catch_up {
+            h.insert(header::SCHEDULE_TTL, pattern::ttl_value(catch_up).as_str());
+        }
+        if let Some(timeout) = &self.task_timeout {
+            crate::envelope::parse_timeout(timeout)
+                .map_err(|e| Error::new(ErrorKind::Usage, e.message().to_string()))?;
+            h.insert(header::TASK_TIMEOUT, timeout.as_str());
+        }
+        Ok(h)
+    }
+}
+
+/// The error a refused schedule ends with, in the words of what to change.
+fn refusal(code: u64, description: &str, schedule: &Recurring, pattern: &str) -> Error {
+    let message = match code {
+        10189 => format!(
+            "the server refused the pattern {pattern:?} ({description}, {code}): cron lines have 6 fields with seconds first (5-field lines get a 0 in front), or use @hourly, @daily, @weekly, @monthly, @yearly, or --every (1s at least)"
+        ),
+        10190 => format!(
+            "the server refused the target {} ({description}, {code}): is SCHEDULES set up by this version's `fleet setup`?",
+            contract::due_subject(&schedule.kind)
+        ),
+        10223 => format!(
+            "the server does not know the time zone {:?} ({description}, {code}): give an IANA name such as Europe/Paris; the server resolves it with its host's time zone data",
+            schedule.time_zone.as_deref().unwrap_or_default()
+        ),
+        10191 | 10165 => format!(
+            "the server refused --catch-up ({description}, {code}): whole seconds, at least 1s"
+        ),
+        _ => format!("the server refused schedule {:?}: {description} ({code})", schedule.name),
+    };
+    let kind = if code == 10190 {
+        ErrorKind::Setup
+    } else {
+        ErrorKind::Usage
+    };
+    Error::new(kind, message)
+}
+
+/// Checks that this connection's account has JetStream and may use it:
+/// schedules are kept in the fleet account's `SCHEDULES`. A tenant's
+/// connection (an account without JetStream, allowed to publish only
+/// `tasks.>`) is refused here, at once or after two seconds of silence.
+///
+/// # Errors
+/// [`ErrorKind::Usage`] saying so.
+pub(crate) async fn require_jetstream(client: &Client, what: &str) -> Result<(), Error> {
+    let refuse = |why: &str| {
+        Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "{what} need JetStream in this connection's account ({why}): a tenant's connection cannot schedule tasks in this version; connect as a user of the fleet account"
+            ),
+        ))
+    };
+    let asked = client.request("$JS.API.INFO", Bytes::new());
+    match tokio::time::timeout(Duration::from_secs(2), asked).await {
+        Err(_) => refuse("no answer to an account info request in 2s: not allowed here"),
+        Ok(Err(err)) if err.kind() == RequestErrorKind::NoResponders => {
+            refuse("JetStream is not enabled for it")
+        }
+        Ok(Err(err)) => Err(Error::with_source(
+            ErrorKind::Connection,
+            "asking for this account's JetStream",
+            err,
+        )),
+        Ok(Ok(msg)) => {
+            let reply: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
+            match reply.get("error") {
+                Some(err) => refuse(
+                    err.get("description")
+                        .and_then(|d| d.as_str())
+                        .unwrap_or("refused"),
+                ),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// Adds schedule `schedule`, or replaces the one of that name (the server
+/// keeps one message per schedule subject).
+///
+/// # Errors
+/// [`ErrorKind::Usage`] for a bad name, kind, pattern or time zone (the
+/// server's own verdicts 10189, 10223 included) or a tenant's connection;
+/// [`ErrorKind::NotSetUp`] without `SCHEDULES`; [`ErrorKind::Connection`].
+pub async fn add(client: &Client, schedule: &Recurring) -> Result<Added, Error> {
+    let headers = schedule.headers()?;
+    let pattern = headers
+        .get(header::SCHEDULE)
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default();
+    require_jetstream(client, "schedules").await?;
+    let subject = contract::cron_subject(&schedule.name);
+    let replaced = direct::last(client, contract::SCHEDULES_STREAM, &subject)
+        .await?
+        .is_some();
+    let reply = client
+        .request_with_headers(subject.clone(), headers, schedule.payload.clone())
+        .await;
+    let (no_stream, payload) = match reply {
+        Ok(msg) => (false, msg.payload),
+        Err(err) if err.kind() == RequestErrorKind::NoResponders => (true, Bytes::new()),
+        Err(err) => {
+            return Err(Error::with_source(
+                ErrorKind::Connection,
+                format!("storing schedule {subject}"),
+                err,
+            ))
+        }
+    };
+    match wire::parse(0, no_stream, &payload) {
+        Some(Reply::Stored { .. }) => Ok(Added { pattern, replaced }),
+        Some(Reply::Failed {
+            code, description, ..
+        }) => Err(refusal(code, &description, schedule, &pattern)),
+        Some(Reply::NoStream) => Err(Error::new(
+            ErrorKind::NotSetUp,
+            format!(
+                "no stream takes {subject}: run `fleet setup` ({} holds schedules)",
+                contract::SCHEDULES_STREAM
+            ),
+        )),
+        _ => Err(Error::new(
+            ErrorKind::Connection,
+            format!("storing schedule {subject}: an answer that is no PubAck"),
+        )),
+    }
+}
+
+/// How many firings after the last run `list` reads, per schedule, to find
+/// its newest one.
+const FIRINGS_READ: usize = 4096;
+
+/// Every recurring schedule, by name, with its next run and last run.
+///
+/// # Errors
+/// [`ErrorKind::Usage`] for a tenant's connection; [`ErrorKind::NotSetUp`]
+/// without `SCHEDULES`; [`ErrorKind::Connection`].
+pub async fn list(client: &Client) -> Result<Vec<Schedule>, Error> {
+    require_jetstream(client, "schedules").await?;
+    let stream = contract::SCHEDULES_STREAM;
+    // One message per schedule subject (the server rolls them up).
+    let all = contract::cron_subject(">");
+    let kept = direct::from_seq(client, stream, &all, 1, usize::MAX).await?;
+    let mut schedules: Vec<Schedule> = kept.iter().filter_map(Schedule::read).collect();
+    schedules.sort_by(|a, b| a.name.cmp(&b.name));
+    for s in &mut schedules {
+        let runs = super::occurrence::results_filter(&s.name);
+        let last_result = direct::last(client, contract::RESULTS_STREAM, &runs).await?;
+        // Firings are looked for after the newest of: the schedule itself,
+        // the occurrence whose result is the last one kept.
+        let ran = last_result
+            .as_ref()
+            .and_then(|r| super::occurrence::parse(&r.subject))
+            .map_or(0, |(_, seq)| seq);
+        let from = (s.seq + 1).max(ran);
+        let due = s.due_subject();
+        let mut fired = direct::from_seq(client, stream, &due, from, FIRINGS_READ).await?;
+        if fired.len() >= FIRINGS_READ {
+            // Too many to read: the newest firing of the kind may be its.
+            fired.extend(direct::last(client, stream, &due).await?);
+        }
+        s.learn(&fired, last_result.as_ref());
+    }
+    Ok(schedules)
+}
+
+/// Removes schedule `name`; `false` when there is none of that name. An
+/// occurrence it already fired stays queued and runs.
+///
+/// # Errors
+/// [`ErrorKind::Usage`] for a bad name or a tenant's connection;
+/// [`ErrorKind::NotSetUp`] without `SCHEDULES`; [`ErrorKind::Connection`].
+pub async fn remove(client: &Client, name: &str) -> Result<bool, Error> {
+    pattern::check_name(name)?;
+    require_jetstream(client, "schedules").await?;
+    let js = async_nats::jetstream::new(client.clone());
+    let stream = js
+        .get_stream_no_info(contract::SCHEDULES_STREAM)
+        .await
+        .or_fail(ErrorKind::NotSetUp, || {
+            format!(
+                "no stream {}: run `fleet setup`",
+                contract::SCHEDULES_STREAM
+            )
+        })?;
+    let purged = stream
+        .purge()
+        .filter(contract::cron_subject(name))
+        .await
+        .or_fail(ErrorKind::Connection, || {
+            format!("removing schedule {name}")
+        })?;
+    Ok(purged.purged > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every(secs: u64) -> Recurring {
+        Recurring {
+            name: "tick".into(),
+            kind: "echo".into(),
+            repeat: Repeat::Every(Duration::from_secs(secs)),
+            time_zone: None,
+            catch_up: None,
+            task_timeout: None,
+            payload: Bytes::from_static(b"ping"),
+        }
+    }
+
+    fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        h.get(name).map(|v| v.as_str())
+    }
+
+    #[test]
+    fn a_schedule_carries_its_name_and_no_task_id() {
+        let h = every(2).headers().unwrap();
+        assert_eq!(get(&h, "Nats-Schedule"), Some("@every 2s"));
+        assert_eq!(get(&h, "Nats-Schedule-Target"), Some("due.echo"));
+        assert_eq!(get(&h, "Nats-TTL"), Some("never"));
+        assert_eq!(get(&h, "Task-Schedule"), Some("tick"));
+        assert_eq!(get(&h, "Task-Id"), None, "each occurrence gets its own id");
+        assert_eq!(
+            get(&h, "Nats-Msg-Id"),
+            None,
+            "a changed schedule must not be dropped as a duplicate"
+        );
+    }
+
+    #[test]
+    fn cron_lines_take_a_zone_and_catch_up_becomes_each_tasks_ttl() {
+        let s = Recurring {
+            repeat: Repeat::Cron("0 2 * * *".into()),
+            time_zone: Some("Europe/Paris".into()),
+            catch_up: Some(Duration::from_secs(600)),
+            task_timeout: Some("30s".into()),
+            ..every(1)
+        };
+        let h = s.headers().unwrap();
+        assert_eq!(get(&h, "Nats-Schedule"), Some("0 0 2 * * *"));
+        assert_eq!(get(&h, "Nats-Schedule-Time-Zone"), Some("Europe/Paris"));
+        assert_eq!(get(&h, "Nats-Schedule-TTL"), Some("600s"));
+        assert_eq!(get(&h, "Task-Timeout"), Some("30s"));
+    }
+
+    #[test]
+    fn what_the_server_would_refuse_is_refused_first() {
+        let zoned_interval = Recurring {
+            time_zone: Some("UTC".into()),
+            ..every(5)
+        };
+        for bad in [
+            Recurring {
+                name: "a.b".into(),
+                ..every(5)
+            },
+            Recurring {
+                kind: "a b".into(),
+                ..every(5)
+            },
+            Recurring {
+                repeat: Repeat::Cron("* * *".into()),
+                ..every(5)
+            },
+            Recurring {
+                task_timeout: Some("forever".into()),
+                ..every(5)
+            },
+            every(0),
+            zoned_interval,
+        ] {
+            assert_eq!(
+                bad.headers().unwrap_err().kind(),
+                ErrorKind::Usage,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_servers_refusals_say_what_to_change() {
+        let s = every(5);
+        let e = refusal(10189, "pattern is invalid", &s, "* * * * *");
+        assert_eq!(e.kind(), ErrorKind::Usage);
+        assert!(e.to_string().contains("6 fields"), "{e}");
+        let zoned = Recurring {
+            time_zone: Some("Mars/Olympus".into()),
+            ..s.clone()
+        };
+        let e = refusal(10223, "time zone is invalid", &zoned, "@daily");
+        assert!(e.to_string().contains("Mars/Olympus"), "{e}");
+        assert_eq!(
+            refusal(10190, "target is invalid", &s, "").kind(),
+            ErrorKind::Setup
+        );
+        assert!(refusal(1, "odd", &s, "").to_string().contains("odd (1)"));
+    }
+}

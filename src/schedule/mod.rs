@@ -1,0 +1,37 @@
+//! Time: delayed tasks and recurring schedules, held and fired by the
+//! server (message schedules, ADR-51), not by any fleet process.
+//!
+//! A schedule is a message in `SCHEDULES`; when its time comes the server
+//! stores a copy of it, without the schedule's own headers, on its target
+//! `due.<kind>`, and `TASKS` sources that as `tasks.<kind>`: from there on
+//! it is a task like any other.
+//!
+//! | what | subject in `SCHEDULES` | fires | its task id | made by |
+//! |---|---|---|---|---|
+//! | delayed task | `sched.task.<batch>.<n>` | once, `@at` the whole second at or after its time; then the server removes it | `<batch>.<n>` (`Task-Id`) | `fleet submit --delay/--at` ([`crate::submit_at`]) |
+//! | batch record | `sched.batch.<batch>` | never (a plain message) | - | the same, once every task is stored |
+//! | recurring schedule | `sched.cron.<name>` | every time its pattern says, until removed | `sched.<name>.<seq>` (see [`occurrence`]) | `fleet schedule add` ([`add`]) |
+//!
+//! What happens to a schedule, and what follows:
+//!
+//! | event | what the server does | what a user sees |
+//! |---|---|---|
+//! | its time comes, nodes up | fires once; `TASKS` has the task ~1 ms later | a node starts it within milliseconds |
+//! | its time comes, no node up | fires once; the task waits in `TASKS` | it runs when the first node comes up (unless `--catch-up` ran out) |
+//! | `--catch-up D` and D passes before a node takes the task | `TASKS` drops the task (its `Nats-TTL`) | that occurrence never runs; no result |
+//! | the server is down at its time | on restart, every missed occurrence of a schedule fires **once**, together | one catch-up run, not a burst |
+//! | added again under the same name | the new message replaces the old (rollup) | the new pattern from now on |
+//! | removed (`fleet schedule remove`) | the subject is purged | no further firing; one already fired still runs |
+//!
+//! The pure parts (`pattern`, `occurrence`, `listed`) need no server and
+//! sit beside `envelope` (the node reads an occurrence's id with
+//! [`occurrence`]); [`manage`] does the I/O.
+
+pub mod listed;
+pub mod manage;
+pub mod occurrence;
+pub mod pattern;
+
+pub use listed::{LastRun, Schedule};
+pub use manage::{add, list, remove, Added, Recurring};
+pub use pattern::Repeat;
