@@ -32,6 +32,9 @@ pub enum FailureKind {
     Unfinished,
     /// JetStream never stored the task (a submitter's verdict): 503.
     NotSubmitted,
+    /// Its `Task-Deadline` passed before a node started it: 408, never
+    /// retried, never dead-lettered.
+    Expired,
 }
 
 impl FailureKind {
@@ -40,7 +43,7 @@ impl FailureKind {
         match self {
             FailureKind::BadInput => code::BAD_INPUT,
             FailureKind::NoSuchKind => code::NO_SUCH_KIND,
-            FailureKind::TimedOut => code::TIMED_OUT,
+            FailureKind::TimedOut | FailureKind::Expired => code::TIMED_OUT,
             FailureKind::TooLarge => code::TOO_LARGE,
             FailureKind::HandlerFailed | FailureKind::Unfinished => code::HANDLER_FAILED,
             FailureKind::NotSubmitted => code::NOT_SUBMITTED,
@@ -230,7 +233,7 @@ mod tests {
     use super::*;
     use std::error::Error as _;
 
-    const ALL: [FailureKind; 7] = [
+    const ALL: [FailureKind; 8] = [
         FailureKind::BadInput,
         FailureKind::NoSuchKind,
         FailureKind::TimedOut,
@@ -238,6 +241,7 @@ mod tests {
         FailureKind::HandlerFailed,
         FailureKind::Unfinished,
         FailureKind::NotSubmitted,
+        FailureKind::Expired,
     ];
 
     #[test]

@@ -49,22 +49,25 @@
 //! | 6 | [`status`], [`dead`] | the read side: queue depth and groups; dead letters |
 //! | 5 | `node`, `submit` | the node (pull, lifecycle, pure decisions) and the submitter (window, events) |
 //! | 4 | [`handlers`] | the [`Handler`] trait and [`Registry`]; built-ins; exec handlers |
-//! | 3 | [`connect`], [`setup`], [`micro`] | connection options; streams and groups' consumers; service discovery |
-//! | 2 | `envelope` | the task envelope ([`Task`]) and the pure parsers of headers and subjects |
+//! | 3 | [`connect`], [`setup`], [`micro`], [`unique`], [`pause`] | connection options; streams and groups' consumers; service discovery; unique keys; pausing groups |
+//! | 2 | `envelope`, [`control`] | the task envelope ([`Task`]) and the pure parsers of headers and subjects; deadlines, result TTLs, unique keys |
 //! | 1 | `error` | [`FailureKind`], [`TaskError`], [`Error`] by [`ErrorKind`] |
 //! | 0 | [`contract`] | every subject, stream, header name, code, limit and default |
 
 pub mod connect;
 pub mod contract;
+pub mod control;
 pub mod dead;
 mod envelope;
 mod error;
 pub mod handlers;
 pub mod micro;
 mod node;
+pub mod pause;
 pub mod setup;
 pub mod status;
 mod submit;
+pub mod unique;
 
 pub use connect::{connect, ConnectConfig};
 pub use envelope::{check_task_id, parse_timeout, Task};
@@ -72,4 +75,6 @@ pub use error::{BoxError, Error, ErrorKind, FailureKind, TaskError};
 pub use handlers::{Handler, Registry};
 pub use node::{default_node_name, Node, NodeConfig, NodeStats, Observer, Phase, RetryPolicy};
 pub use setup::{GroupSettings, StreamSettings};
-pub use submit::{submit, Event, Latency, Submission, SubmitConfig, Summary, TaskEnd, TaskStatus};
+pub use submit::{
+    submit, Event, Latency, Submission, SubmitConfig, Summary, TaskControls, TaskEnd, TaskStatus,
+};

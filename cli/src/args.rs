@@ -104,6 +104,10 @@ pub(crate) enum Command {
     Dead(DeadCommand),
     /// Serve a live web page of the fleet, and fleet-wide metrics at /metrics.
     Dashboard(DashboardArgs),
+    /// Pause a group (or the group of one kind): its nodes start no task (admin).
+    Pause(crate::control::PauseArgs),
+    /// Resume a paused group (or the group of one kind) (admin).
+    Resume(crate::control::TargetArgs),
 }
 
 /// Where the dashboard listens and whom it lets in.
@@ -305,6 +309,8 @@ pub(crate) struct SubmitArgs {
     /// Create the streams when there are none (one trusted machine).
     #[arg(long)]
     pub(crate) create: bool,
+    #[command(flatten)]
+    pub(crate) control: crate::control::SubmitControlArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -136,6 +136,8 @@ pub(crate) async fn run(
             crate::dashboard::serve(client, options, shutdown).await?;
             Ok(0)
         }
+        Command::Pause(args) => crate::control::pause(&js, args).await,
+        Command::Resume(args) => crate::control::resume(&js, args).await,
         Command::Dead(DeadCommand::Delete { kind, ids }) => {
             let gone = dead::delete(&js, kind.as_deref(), &ids).await?;
             eprintln!("{} dead letters deleted", gone.len());
@@ -223,7 +225,7 @@ async fn watch_status(
 }
 
 /// Writes `text` to standard output.
-async fn print(text: String) -> Result<(), Error> {
+pub(crate) async fn print(text: String) -> Result<(), Error> {
     let mut out = tokio::io::stdout();
     out.write_all(text.as_bytes())
         .await

@@ -4,6 +4,7 @@
 
 mod args;
 mod commands;
+mod control;
 mod dashboard;
 mod output;
 mod progress;

@@ -29,6 +29,7 @@ pub(crate) async fn run(
         task_timeout: args.task_timeout,
         msg_id_salt,
         create: args.create,
+        controls: args.control.controls(),
     };
     // A bar for large or unknown-sized batches, on a terminal only.
     let progress = !args.no_progress
@@ -87,6 +88,13 @@ pub(crate) async fn run(
         eprintln!(
             "error: {} of {} tasks failed or timed out",
             summary.failed + summary.timed_out,
+            summary.tasks
+        );
+    }
+    if summary.expired + summary.refused > 0 {
+        eprintln!(
+            "error: {} of {} tasks expired or were refused (unique key held)",
+            summary.expired + summary.refused,
             summary.tasks
         );
     }

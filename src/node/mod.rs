@@ -8,10 +8,12 @@
 //! out; flush with a bound.
 
 mod commit;
+mod control;
 mod credits;
 pub(crate) mod decide;
 mod lifecycle;
 mod observe;
+mod paused;
 mod process;
 mod pull;
 
@@ -103,6 +105,9 @@ pub struct NodeStats {
     pub retried: u64,
     /// Tasks handed back untouched (shutdown).
     pub handed_back: u64,
+    /// Tasks answered `408 expired`: their deadline passed before they
+    /// started, so they never ran.
+    pub expired: u64,
 }
 
 /// What every task of a node shares.
@@ -207,6 +212,8 @@ impl Node {
             config.concurrency,
         )
         .await?;
+        let pause = paused::watch(&self.client, &config.group.name, bound.paused).await;
+        puller.paused = pause.flag();
         let id = instance_id(&self.client);
         let mut control = self
             .client

@@ -47,6 +47,7 @@ enum Outcome {
     failed,
     retried,
     handed_back,
+    expired,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -67,6 +68,7 @@ pub(super) struct KindMetrics {
     failed: Counter,
     retried: Counter,
     handed_back: Counter,
+    expired: Counter,
     dead: Counter,
     redelivered: Counter,
     run: Histogram,
@@ -116,6 +118,12 @@ impl KindMetrics {
         self.handed_back.inc();
     }
 
+    /// The task's deadline passed before it started: answered `408
+    /// expired`, not run, not a failure.
+    pub(super) fn expired(&self) {
+        self.expired.inc();
+    }
+
     fn note(&self, error: &str) {
         if let Ok(mut last) = self.last_error.lock() {
             error.clone_into(&mut last);
@@ -142,6 +150,7 @@ impl KindMetrics {
             data: Some(serde_json::json!({
                 "ok": ok, "failed": failed, "retried": retried,
                 "handed_back": self.handed_back.get(),
+                "expired": self.expired.get(),
             })),
         }
     }
@@ -271,6 +280,7 @@ impl Observer {
                 failed: outcome(Outcome::failed),
                 retried: outcome(Outcome::retried),
                 handed_back: outcome(Outcome::handed_back),
+                expired: outcome(Outcome::expired),
                 dead: dead.get_or_create_owned(&label),
                 redelivered: redelivered.get_or_create_owned(&label),
                 run: run.get_or_create_owned(&label),
@@ -369,6 +379,7 @@ impl Observer {
             failed: t.failed + k.failed.get(),
             retried: t.retried + k.retried.get(),
             handed_back: t.handed_back + k.handed_back.get(),
+            expired: t.expired + k.expired.get(),
         })
     }
 

@@ -11,6 +11,7 @@
 //! After a reconnect, and before a task is declared without result, `RESULTS`
 //! is read for what was missed.
 
+mod control;
 mod fast;
 mod kept;
 mod publish;
@@ -34,6 +35,7 @@ use crate::contract;
 use crate::envelope::{check_task_id, parse_timeout};
 use crate::error::{Error, ErrorKind, ResultExt};
 use crate::setup::{self, StreamSettings};
+pub use control::TaskControls;
 pub use report::{Latency, Summary, TaskEnd, TaskStatus};
 
 /// How a submitter runs. `..Default::default()` fills what you do not set.
@@ -59,6 +61,8 @@ pub struct SubmitConfig {
     pub msg_id_salt: Option<String>,
     /// Create the streams when there are none (one trusted machine).
     pub create: bool,
+    /// Deadline, result TTL and unique key of every task.
+    pub controls: TaskControls,
 }
 
 impl Default for SubmitConfig {
@@ -72,6 +76,7 @@ impl Default for SubmitConfig {
             task_timeout: None,
             msg_id_salt: None,
             create: false,
+            controls: TaskControls::default(),
         }
     }
 }
@@ -207,5 +212,5 @@ fn check_config(config: &SubmitConfig) -> Result<(), Error> {
     if config.window == 0 {
         return usage("the window must be at least 1".to_string());
     }
-    Ok(())
+    control::check(&config.controls, &config.kind)
 }
