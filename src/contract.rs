@@ -135,6 +135,9 @@ pub mod code {
     pub const TIMED_OUT: u16 = 408;
     /// The result is larger than the server accepts.
     pub const TOO_LARGE: u16 = 413;
+    /// A unique task refused at submit time: another task holds its key
+    /// (the submitter's own verdict; nothing was published).
+    pub const UNIQUE_HELD: u16 = 409;
     /// The task was cancelled (`fleet cancel`) before or while it ran.
     pub const CANCELLED: u16 = 499;
     /// The handler failed, or the task never finished.
@@ -171,6 +174,12 @@ pub mod api {
     /// The subject a pull request for `consumer` of `stream` is sent to.
     pub fn consumer_next(stream: &str, consumer: &str) -> String {
         format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}")
+    }
+
+    /// The advisory the server sends when `consumer` of `stream` is paused
+    /// or resumed (by hand or at its time).
+    pub fn consumer_pause_advisory(stream: &str, consumer: &str) -> String {
+        format!("$JS.EVENT.ADVISORY.CONSUMER.PAUSE.{stream}.{consumer}")
     }
 
     /// The body of a pull request: up to `batch` messages, the request

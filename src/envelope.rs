@@ -12,6 +12,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::contract::{self, header};
+use crate::control::TaskControl;
 use crate::error::{FailureKind, TaskError};
 
 /// One task, as a handler sees it.
@@ -191,6 +192,8 @@ pub(crate) struct Envelope {
     pub(crate) timeout: Duration,
     /// The task's tenant, from its subject.
     pub(crate) tenant: Option<String>,
+    /// Deadline, result TTL, unique key ([`crate::control`]).
+    pub(crate) control: TaskControl,
 }
 
 impl Envelope {
@@ -212,6 +215,7 @@ impl Envelope {
             reply: contract::default_reply(&stream_seq.to_string()),
             timeout: limits.default_timeout,
             tenant: tenant.map(str::to_string),
+            control: TaskControl::default(),
         };
         let Some(headers) = headers else {
             return Ok(envelope);
@@ -239,6 +243,7 @@ impl Envelope {
             self.id = id;
             self.reply = contract::default_reply(&self.id);
         }
+        self.control.read(headers)?;
         if let Some(timeout) = headers.get(header::TASK_TIMEOUT) {
             let timeout = parse_timeout(timeout.as_str())?;
             if timeout > limits.max_timeout {

@@ -35,6 +35,9 @@ pub enum FailureKind {
     /// Cancelled (`fleet cancel`) before or while it ran: 499, never
     /// retried, never dead-lettered.
     Cancelled,
+    /// Its `Task-Deadline` passed before a node started it: 408, never
+    /// retried, never dead-lettered.
+    Expired,
 }
 
 impl FailureKind {
@@ -43,7 +46,7 @@ impl FailureKind {
         match self {
             FailureKind::BadInput => code::BAD_INPUT,
             FailureKind::NoSuchKind => code::NO_SUCH_KIND,
-            FailureKind::TimedOut => code::TIMED_OUT,
+            FailureKind::TimedOut | FailureKind::Expired => code::TIMED_OUT,
             FailureKind::TooLarge => code::TOO_LARGE,
             FailureKind::HandlerFailed | FailureKind::Unfinished => code::HANDLER_FAILED,
             FailureKind::NotSubmitted => code::NOT_SUBMITTED,
@@ -235,7 +238,7 @@ mod tests {
     use super::*;
     use std::error::Error as _;
 
-    const ALL: [FailureKind; 8] = [
+    const ALL: [FailureKind; 9] = [
         FailureKind::BadInput,
         FailureKind::NoSuchKind,
         FailureKind::TimedOut,
@@ -244,6 +247,7 @@ mod tests {
         FailureKind::Unfinished,
         FailureKind::NotSubmitted,
         FailureKind::Cancelled,
+        FailureKind::Expired,
     ];
 
     #[test]

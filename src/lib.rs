@@ -49,14 +49,15 @@
 //! | 6 | [`status`], [`dead`], [`cancel`] | the read side: queue depth and groups; dead letters; cancelling tasks |
 //! | 5 | `node`, `submit`, [`schedule`] | the node (pull, lifecycle, pure decisions), the submitter (window, events; delayed batches, collecting results), recurring schedules |
 //! | 4 | [`handlers`] | the [`Handler`] trait and [`Registry`]; built-ins; exec handlers |
-//! | 3 | [`connect`], [`setup`], [`micro`], `direct` | connection options; streams and groups' consumers; service discovery; batch direct gets |
-//! | 2 | `envelope`, `schedule::{pattern, occurrence}` | the task envelope ([`Task`]) and the pure parsers of headers and subjects; schedule patterns and occurrence ids |
+//! | 3 | [`connect`], [`setup`], [`micro`], `direct`, [`unique`], [`pause`] | connection options; streams and groups' consumers; service discovery; batch direct gets; unique keys; pausing groups |
+//! | 2 | `envelope`, `schedule::{pattern, occurrence}`, [`control`] | the task envelope ([`Task`]) and the pure parsers of headers and subjects; schedule patterns and occurrence ids; deadlines, result TTLs, unique keys |
 //! | 1 | `error` | [`FailureKind`], [`TaskError`], [`Error`] by [`ErrorKind`] |
 //! | 0 | [`contract`] | every subject, stream, header name, code, limit and default |
 
 pub mod cancel;
 pub mod connect;
 pub mod contract;
+pub mod control;
 pub mod dead;
 mod direct;
 mod envelope;
@@ -64,10 +65,12 @@ mod error;
 pub mod handlers;
 pub mod micro;
 mod node;
+pub mod pause;
 pub mod schedule;
 pub mod setup;
 pub mod status;
 mod submit;
+pub mod unique;
 
 pub use connect::{connect, ConnectConfig};
 pub use envelope::{check_task_id, parse_timeout, Task};
@@ -78,4 +81,6 @@ pub use setup::{GroupSettings, StreamSettings};
 pub use submit::{
     results, submit_at, BatchReport, CollectConfig, Collected, Collection, Scheduled,
 };
-pub use submit::{submit, Event, Latency, Submission, SubmitConfig, Summary, TaskEnd, TaskStatus};
+pub use submit::{
+    submit, Event, Latency, Submission, SubmitConfig, Summary, TaskControls, TaskEnd, TaskStatus,
+};

@@ -64,6 +64,11 @@ pub struct GroupStatus {
     /// seconds; absent when none waits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_waiting_s: Option<f64>,
+    /// Whether the group is paused (`fleet pause`): its nodes start no task.
+    pub paused: bool,
+    /// Until when (RFC 3339), when paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<String>,
 }
 
 /// Reads the streams and the groups' consumers.
@@ -105,7 +110,10 @@ pub async fn status(js: &Context) -> Result<Status, Error> {
         } else {
             oldest_after(&tasks, info.delivered.stream_sequence, &kinds).await
         };
+        let pause = crate::pause::state_of(&info);
         groups.push(GroupStatus {
+            paused: pause.paused,
+            paused_until: pause.until,
             name: info.name.clone(),
             kinds,
             pending: info.num_pending,
@@ -217,6 +225,20 @@ impl fmt::Display for Status {
                 g.waiting_pulls,
                 if g.kinds.is_empty() { "all kinds".to_string() } else { g.kinds.join(", ") }
             )?;
+            if g.paused {
+                let until = g
+                    .paused_until
+                    .as_deref()
+                    .and_then(|u| humantime::parse_rfc3339(u).ok());
+                let until = until.map_or("resumed".into(), |u| {
+                    crate::pause::until_text(u, SystemTime::now())
+                });
+                writeln!(
+                    f,
+                    "      PAUSED until {until}: no task starts (fleet resume --group {})",
+                    g.name
+                )?;
+            }
         }
         if self.groups.is_empty() {
             writeln!(f, "no groups yet: start a node (fleet node)")?;

@@ -209,6 +209,13 @@ fn readme_commands_run_as_written() {
             "{line}: {all_output}"
         );
     }
+    // Deadlines, unique tasks, pausing.
+    assert!(
+        all_output.contains("Nats-Service-Error-Code: 408"),
+        "{all_output}"
+    );
+    assert!(all_output.contains("held by task daily-1"), "{all_output}");
+    assert!(all_output.contains("PAUSED until"), "{all_output}");
     let jsonl = std::fs::read_to_string(work.path().join("results.jsonl")).unwrap();
     assert_eq!(jsonl.lines().count(), 1000);
 

@@ -112,6 +112,10 @@ pub(crate) enum Command {
     /// Add, list or remove recurring schedules (cron lines, intervals).
     #[command(subcommand)]
     Schedule(crate::schedule::ScheduleCommand),
+    /// Pause a group (or the group of one kind): its nodes start no task (admin).
+    Pause(crate::control::PauseArgs),
+    /// Resume a paused group (or the group of one kind) (admin).
+    Resume(crate::control::TargetArgs),
 }
 
 /// Where the dashboard listens and whom it lets in.
@@ -323,6 +327,8 @@ pub(crate) struct SubmitArgs {
     /// scheduled, and exit (collect them later with `fleet results`).
     #[arg(long)]
     pub(crate) no_wait: bool,
+    #[command(flatten)]
+    pub(crate) control: crate::control::SubmitControlArgs,
 }
 
 #[derive(Debug, Subcommand)]

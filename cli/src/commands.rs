@@ -139,6 +139,8 @@ pub(crate) async fn run(
         Command::Cancel(args) => crate::cancel::run(&js, args).await,
         Command::Results(args) => crate::schedule::results(client, args).await,
         Command::Schedule(command) => crate::schedule::run(client, command).await,
+        Command::Pause(args) => crate::control::pause(&js, args).await,
+        Command::Resume(args) => crate::control::resume(&js, args).await,
         Command::Dead(DeadCommand::Delete { kind, ids }) => {
             let gone = dead::delete(&js, kind.as_deref(), &ids).await?;
             eprintln!("{} dead letters deleted", gone.len());

@@ -5,6 +5,7 @@
 mod args;
 mod cancel;
 mod commands;
+mod control;
 mod dashboard;
 mod output;
 mod progress;

@@ -75,8 +75,12 @@ impl<W: AsyncWrite + Unpin> Printer<W> {
                     }
                 }
                 _ => eprintln!(
-                    "task {} failed ({}): {}",
+                    "task {} {} ({}): {}",
                     end.id,
+                    match end.status.label() {
+                        "error" => "failed",
+                        other => other,
+                    },
                     end.status.code().unwrap_or_default(),
                     end.status.message().unwrap_or_default()
                 ),
@@ -86,7 +90,7 @@ impl<W: AsyncWrite + Unpin> Printer<W> {
                 let line = JsonLine {
                     id: &end.id,
                     kind: &end.kind,
-                    status: if end.status.is_ok() { "ok" } else { "error" },
+                    status: end.status.label(),
                     node: end.node.as_deref(),
                     attempt: end.attempt,
                     result,

@@ -75,6 +75,13 @@ pub(crate) async fn run(
             summary.tasks
         );
     }
+    if summary.expired + summary.refused > 0 {
+        eprintln!(
+            "error: {} of {} tasks expired or were refused (unique key held)",
+            summary.expired + summary.refused,
+            summary.tasks
+        );
+    }
     Ok(1)
 }
 
@@ -89,6 +96,7 @@ pub(crate) fn config(args: &SubmitArgs, msg_id_salt: Option<String>) -> SubmitCo
         task_timeout: args.task_timeout.clone(),
         msg_id_salt,
         create: args.create,
+        controls: args.control.controls(),
     }
 }
 

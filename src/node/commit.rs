@@ -60,6 +60,7 @@ fn result_headers(ctx: &Ctx<'_>, error: Option<&TaskError>) -> HeaderMap {
         headers.insert(header::SERVICE_ERROR, one_line(err.message()).as_str());
         headers.insert(header::SERVICE_ERROR_CODE, err.code().to_string().as_str());
     }
+    ctx.envelope.control.result_headers(error, &mut headers);
     headers
 }
 

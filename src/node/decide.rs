@@ -8,6 +8,7 @@
 //! | retryable failure, attempts left     | Retry    | none                        | nak(delay)|
 //! | retryable failure, attempts used up  | Fail     | dead letter, error result   | term      |
 //! | final failure (400, 404, 413, …)     | Fail     | dead letter, error result   | term      |
+//! | deadline passed before it started    | Expire   | error result (408 expired)  | ack       |
 //! | handed back (shutdown)               | HandBack | none                        | nak now   |
 //! | delivered past the attempt allowance | Fail     | dead letter, error result   | term      |
 //! | cancelled (499; see `cancel.rs`)     | Cancel   | error result                | ack       |
@@ -116,6 +117,9 @@ pub(crate) enum Verdict {
     HandBack,
     /// Cancelled: error result 499, then ack; never retried or dead-lettered.
     Cancel,
+    /// Not started before its deadline: error result, then ack; neither
+    /// retried nor dead-lettered.
+    Expire,
 }
 
 /// The verdict on attempt `attempt` that ended as `ran`.
@@ -124,6 +128,7 @@ pub(crate) fn verdict(ran: Ran<'_>, attempt: u32, policy: &RetryPolicy) -> Verdi
         Ran::Ok => Verdict::Commit,
         Ran::Cancelled => Verdict::HandBack,
         Ran::Failed(err) if err.kind() == FailureKind::Cancelled => Verdict::Cancel,
+        Ran::Failed(err) if err.kind() == FailureKind::Expired => Verdict::Expire,
         Ran::Failed(err) if err.is_retryable() && attempt < policy.attempts() => Verdict::Retry {
             delay: policy.backoff(attempt),
         },
@@ -183,6 +188,16 @@ pub(crate) fn after_result(written: Written) -> Next {
             format!("result too large: {why}"),
         )),
         Written::Failed(_) => Next::Reply(AckReply::Nak(Some(REWRITE_DELAY))),
+    }
+}
+
+/// After the `408 expired` result of a [`Verdict::Expire`] was written:
+/// kept (or kept before, or refused as too large, which a payload-less
+/// result never is) ends the task; otherwise it comes back to write again.
+pub(crate) fn after_expiry(written: &Written) -> AckReply {
+    match written {
+        Written::Kept | Written::AlreadyKept | Written::TooLarge(_) => AckReply::Ack,
+        Written::Failed(_) => AckReply::Nak(Some(REWRITE_DELAY)),
     }
 }
 
@@ -288,6 +303,23 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_expired_task_is_answered_and_acked_never_retried() {
+        let err = TaskError::new(FailureKind::Expired, "expired");
+        for attempt in [1, 2, 99] {
+            assert_eq!(
+                verdict(Ran::Failed(&err), attempt, &policy(5)),
+                Verdict::Expire
+            );
+        }
+        assert_eq!(after_expiry(&Written::Kept), AckReply::Ack);
+        assert_eq!(after_expiry(&Written::AlreadyKept), AckReply::Ack);
+        assert_eq!(
+            after_expiry(&Written::Failed("x".into())),
+            AckReply::Nak(Some(REWRITE_DELAY))
+        );
     }
 
     #[test]

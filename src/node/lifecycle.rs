@@ -100,6 +100,9 @@ async fn execute(
     {
         return Outcome::Failed(cancel::cancelled());
     }
+    if let Some(err) = crate::control::expired(envelope.control.deadline, SystemTime::now()) {
+        return Outcome::Failed(err);
+    }
     let Some(handler) = shared.registry.get(kind) else {
         return Outcome::Failed(no_such_kind(kind));
     };
@@ -222,6 +225,9 @@ async fn finish(ctx: &Ctx<'_>, outcome: Outcome) {
         (Verdict::Cancel, Outcome::Failed(err)) => {
             reply(ctx, cancel::commit(ctx, &err).await).await
         }
+        (Verdict::Expire, Outcome::Failed(err)) => {
+            reply(ctx, super::control::expire(ctx, &err).await).await
+        }
         (verdict, _) => unreachable!("verdict {verdict:?} does not follow from its outcome"),
     }
 }
@@ -249,5 +255,8 @@ async fn fail_for_good(ctx: &Ctx<'_>, err: TaskError) {
 async fn reply(ctx: &Ctx<'_>, ack: AckReply) {
     if let Err(err) = ctx.msg.ack_with(ack.into()).await {
         warn!(%err, task = %ctx.envelope.id, "ack not sent; the task returns after ack_wait");
+    }
+    if matches!(ack, AckReply::Ack | AckReply::Term) {
+        super::control::release_key(ctx).await;
     }
 }

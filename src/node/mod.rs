@@ -10,10 +10,12 @@
 mod cancel;
 mod cancel_watch;
 mod commit;
+mod control;
 mod credits;
 pub(crate) mod decide;
 mod lifecycle;
 mod observe;
+mod paused;
 mod process;
 mod pull;
 
@@ -107,6 +109,9 @@ pub struct NodeStats {
     pub handed_back: u64,
     /// Tasks cancelled (`fleet cancel`): 499 kept, never retried.
     pub cancelled: u64,
+    /// Tasks answered `408 expired`: their deadline passed before they
+    /// started, so they never ran.
+    pub expired: u64,
 }
 
 /// What every task of a node shares.
@@ -217,6 +222,8 @@ impl Node {
             config.concurrency,
         )
         .await?;
+        let pause = paused::watch(&self.client, &config.group.name, bound.paused).await;
+        puller.paused = pause.flag();
         let id = instance_id(&self.client);
         let mut control = self
             .client

@@ -48,6 +48,7 @@ enum Outcome {
     retried,
     handed_back,
     cancelled,
+    expired,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,6 +70,7 @@ pub(super) struct KindMetrics {
     retried: Counter,
     handed_back: Counter,
     cancelled: Counter,
+    expired: Counter,
     dead: Counter,
     redelivered: Counter,
     run: Histogram,
@@ -123,6 +125,12 @@ impl KindMetrics {
         self.cancelled.inc();
     }
 
+    /// The task's deadline passed before it started: answered `408
+    /// expired`, not run, not a failure.
+    pub(super) fn expired(&self) {
+        self.expired.inc();
+    }
+
     fn note(&self, error: &str) {
         if let Ok(mut last) = self.last_error.lock() {
             error.clone_into(&mut last);
@@ -150,6 +158,7 @@ impl KindMetrics {
                 "ok": ok, "failed": failed, "retried": retried,
                 "handed_back": self.handed_back.get(),
                 "cancelled": self.cancelled.get(),
+                "expired": self.expired.get(),
             })),
         }
     }
@@ -280,6 +289,7 @@ impl Observer {
                 retried: outcome(Outcome::retried),
                 handed_back: outcome(Outcome::handed_back),
                 cancelled: outcome(Outcome::cancelled),
+                expired: outcome(Outcome::expired),
                 dead: dead.get_or_create_owned(&label),
                 redelivered: redelivered.get_or_create_owned(&label),
                 run: run.get_or_create_owned(&label),
@@ -379,6 +389,7 @@ impl Observer {
             retried: t.retried + k.retried.get(),
             handed_back: t.handed_back + k.handed_back.get(),
             cancelled: t.cancelled + k.cancelled.get(),
+            expired: t.expired + k.expired.get(),
         })
     }
 

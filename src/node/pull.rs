@@ -2,6 +2,8 @@
 //! of [`super::credits`]: the node asks for as many tasks as it has free
 //! slots, and the server delivers them on the inbox.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, Context};
@@ -27,6 +29,8 @@ pub(super) struct Puller {
     inbox: String,
     sub: Subscriber,
     pub(super) credits: Credits,
+    /// Whether the group is paused ([`super::paused`]): requests are short then.
+    pub(super) paused: Arc<AtomicBool>,
 }
 
 impl Puller {
@@ -51,6 +55,7 @@ impl Puller {
             inbox,
             sub,
             credits: Credits::new(slots, PULL_EXPIRES, Instant::now()),
+            paused: Arc::default(),
         })
     }
 
@@ -59,11 +64,13 @@ impl Puller {
         let Some(batch) = self.credits.to_request(free) else {
             return Ok(());
         };
-        let body = serde_json::to_vec(&api::PullRequest {
-            batch,
-            expires: PULL_EXPIRES,
-        })
-        .expect("a pull request serializes");
+        let expires = if self.paused.load(Ordering::Relaxed) {
+            super::paused::PAUSED_PULL_EXPIRES
+        } else {
+            PULL_EXPIRES
+        };
+        let body = serde_json::to_vec(&api::PullRequest { batch, expires })
+            .expect("a pull request serializes");
         self.client
             .publish_with_reply(
                 self.next_subject.clone(),

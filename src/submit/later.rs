@@ -128,6 +128,12 @@ where
             "a delayed task's result is kept in RESULTS, to be collected once it ran: drop --ephemeral",
         ));
     }
+    if config.controls.unique.is_some() {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "a unique key is taken when a task is queued, not when it is scheduled: drop --unique with --delay or --at",
+        ));
+    }
     manage::require_jetstream(&client, "delayed tasks").await?;
     if config.create {
         let js = async_nats::jetstream::new(client.clone());
@@ -233,6 +239,10 @@ impl Sender {
             }),
             payload,
             id,
+            // A deadline counts from the task's time, not from now; the
+            // scheduler drops a Nats-TTL backstop (it would be the
+            // schedule's own lifetime).
+            extra: super::control::headers(&self.config.controls, self.at),
         };
         let headers = schedule_headers(&task, &self.config.kind, self.at);
         let client = self.client.clone();
@@ -338,6 +348,7 @@ mod tests {
             timeout: Some("30s".into()),
             payload: Bytes::new(),
             msg_id: Some("b.1.salt".into()),
+            extra: vec![(header::TTL, "3600".into())],
         };
         let at = pattern::parse_time("2026-12-01T09:00:00.5Z").unwrap();
         let h = schedule_headers(&task, "image.resize", at);

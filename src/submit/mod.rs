@@ -12,6 +12,7 @@
 //! is read for what was missed.
 
 mod collect;
+mod control;
 mod fast;
 mod kept;
 mod later;
@@ -37,6 +38,7 @@ use crate::envelope::{check_task_id, parse_timeout};
 use crate::error::{Error, ErrorKind, ResultExt};
 use crate::setup::{self, StreamSettings};
 pub use collect::{results, BatchReport, CollectConfig, Collected, Collection};
+pub use control::TaskControls;
 pub use later::{submit_at, Scheduled};
 pub use report::{Latency, Summary, TaskEnd, TaskStatus};
 
@@ -63,6 +65,8 @@ pub struct SubmitConfig {
     pub msg_id_salt: Option<String>,
     /// Create the streams when there are none (one trusted machine).
     pub create: bool,
+    /// Deadline, result TTL and unique key of every task.
+    pub controls: TaskControls,
 }
 
 impl Default for SubmitConfig {
@@ -76,6 +80,7 @@ impl Default for SubmitConfig {
             task_timeout: None,
             msg_id_salt: None,
             create: false,
+            controls: TaskControls::default(),
         }
     }
 }
@@ -216,5 +221,5 @@ fn check_config(config: &SubmitConfig) -> Result<(), Error> {
     if config.window == 0 {
         return usage("the window must be at least 1".to_string());
     }
-    Ok(())
+    control::check(&config.controls, &config.kind)
 }

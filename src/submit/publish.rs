@@ -21,6 +21,8 @@ pub(super) struct Task {
     /// twice); none otherwise: a task is only ever sent again when the
     /// server said it did not store it, and a result is fenced anyway.
     pub(super) msg_id: Option<String>,
+    /// Headers of its controls ([`super::control::headers`]).
+    pub(super) extra: Vec<(&'static str, String)>,
 }
 
 impl Task {
@@ -37,6 +39,9 @@ impl Task {
         }
         if let Some(id) = &self.msg_id {
             headers.insert(header::MSG_ID, id.as_str());
+        }
+        for (name, value) in &self.extra {
+            headers.insert(*name, value.as_str());
         }
         headers
     }
@@ -128,6 +133,7 @@ mod tests {
             timeout: None,
             payload: Bytes::new(),
             msg_id: None,
+            extra: Vec::new(),
         }
     }
 

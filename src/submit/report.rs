@@ -33,6 +33,19 @@ pub enum TaskStatus {
         /// How long it waited.
         waited: Duration,
     },
+    /// Not run: its deadline passed before a node started it (`408
+    /// expired`, a result carrying the missed `Task-Deadline`).
+    Expired {
+        /// `Nats-Service-Error`.
+        message: String,
+    },
+    /// Not published: another task holds its unique key (409).
+    Refused {
+        /// The key, `<kind>.<key>`.
+        key: String,
+        /// The id of the task holding it.
+        holder: String,
+    },
 }
 
 impl TaskStatus {
@@ -48,6 +61,18 @@ impl TaskStatus {
             TaskStatus::Failed { code, .. } => Some(*code),
             TaskStatus::NotSubmitted { .. } => Some(FailureKind::NotSubmitted.code()),
             TaskStatus::NoResult { .. } => Some(code::TIMED_OUT),
+            TaskStatus::Expired { .. } => Some(FailureKind::Expired.code()),
+            TaskStatus::Refused { .. } => Some(code::UNIQUE_HELD),
+        }
+    }
+
+    /// One word for the status: `ok`, `error`, `expired` or `refused`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TaskStatus::Ok => "ok",
+            TaskStatus::Expired { .. } => "expired",
+            TaskStatus::Refused { .. } => "refused",
+            _ => "error",
         }
     }
 
@@ -61,6 +86,10 @@ impl TaskStatus {
                 "no result within {}",
                 humantime::format_duration(*waited)
             )),
+            TaskStatus::Expired { message } => Some(message.clone()),
+            TaskStatus::Refused { key, holder } => {
+                Some(format!("unique key {key} is held by task {holder}"))
+            }
         }
     }
 }
@@ -122,10 +151,16 @@ impl TaskEnd {
         };
         let status = match get(header::SERVICE_ERROR_CODE) {
             None => TaskStatus::Ok,
-            Some(text) => TaskStatus::Failed {
-                code: text.trim().parse().unwrap_or(code::HANDLER_FAILED),
-                message: get(header::SERVICE_ERROR).unwrap_or_default(),
-            },
+            Some(text) => {
+                let code = text.trim().parse().unwrap_or(code::HANDLER_FAILED);
+                let message = get(header::SERVICE_ERROR).unwrap_or_default();
+                // An expired result names the deadline it missed.
+                if code == code::TIMED_OUT && get(header::TASK_DEADLINE).is_some() {
+                    TaskStatus::Expired { message }
+                } else {
+                    TaskStatus::Failed { code, message }
+                }
+            }
         };
         TaskEnd {
             n,
@@ -153,6 +188,10 @@ pub struct Summary {
     pub failed: u64,
     /// Tasks with no result within the timeout.
     pub timed_out: u64,
+    /// Tasks not run because their deadline passed first.
+    pub expired: u64,
+    /// Unique tasks not published: their key was held.
+    pub refused: u64,
     /// Results already collected by an earlier run of the same batch.
     pub resumed: u64,
     /// Results that arrived a second time and were dropped.
@@ -241,6 +280,8 @@ impl Summary {
         match end.status {
             TaskStatus::Ok => self.ok += 1,
             TaskStatus::NoResult { .. } => self.timed_out += 1,
+            TaskStatus::Expired { .. } => self.expired += 1,
+            TaskStatus::Refused { .. } => self.refused += 1,
             _ => self.failed += 1,
         }
         if end.resumed {
@@ -251,9 +292,16 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut extra = String::new();
+        if self.expired > 0 {
+            extra.push_str(&format!(", {} expired", self.expired));
+        }
+        if self.refused > 0 {
+            extra.push_str(&format!(", {} refused (unique key held)", self.refused));
+        }
         write!(
             f,
-            "{} tasks: {} ok, {} failed, {} timed out in {} ({:.0} tasks/s)",
+            "{} tasks: {} ok, {} failed, {} timed out{extra} in {} ({:.0} tasks/s)",
             self.tasks,
             self.ok,
             self.failed,
@@ -318,6 +366,63 @@ mod tests {
                 .code(),
             Some(500)
         );
+    }
+
+    #[test]
+    fn an_expired_result_reads_as_expired() {
+        let h = headers(&[
+            ("Nats-Service-Error-Code", "408"),
+            ("Nats-Service-Error", "expired: its deadline passed"),
+            ("Task-Deadline", "2026-12-01T09:00:00.000Z"),
+        ]);
+        let end = TaskEnd::from_result(1, "b.1", "echo", Some(&h), Bytes::new());
+        assert_eq!(
+            end.status,
+            TaskStatus::Expired {
+                message: "expired: its deadline passed".into()
+            }
+        );
+        assert_eq!(
+            (end.status.code(), end.status.label()),
+            (Some(408), "expired")
+        );
+        let timed_out = headers(&[("Nats-Service-Error-Code", "408")]);
+        let end = TaskEnd::from_result(2, "b.2", "echo", Some(&timed_out), Bytes::new());
+        assert_eq!(
+            end.status.label(),
+            "error",
+            "a handler's timeout is no expiry"
+        );
+        let refused = TaskStatus::Refused {
+            key: "echo.r-1".into(),
+            holder: "b.1".into(),
+        };
+        assert_eq!((refused.code(), refused.label()), (Some(409), "refused"));
+        assert_eq!(
+            refused.message().unwrap(),
+            "unique key echo.r-1 is held by task b.1"
+        );
+        let mut s = Summary {
+            tasks: 3,
+            ..Default::default()
+        };
+        s.count(&TaskEnd::without_result(1, "b.1".into(), "k", refused));
+        s.count(&end_with(TaskStatus::Expired {
+            message: String::new(),
+        }));
+        s.count(&end_with(TaskStatus::Ok));
+        assert_eq!((s.ok, s.failed, s.expired, s.refused), (1, 0, 1, 1));
+        assert!(!s.all_ok());
+        assert!(
+            s.to_string().starts_with(
+                "3 tasks: 1 ok, 0 failed, 0 timed out, 1 expired, 1 refused (unique key held) in"
+            ),
+            "{s}"
+        );
+    }
+
+    fn end_with(status: TaskStatus) -> TaskEnd {
+        TaskEnd::without_result(1, "b.1".into(), "k", status)
     }
 
     #[test]

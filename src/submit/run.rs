@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::control::{self, Keys};
 use super::publish::{Heard, Outbox, Task};
 use super::report::{EndTimes, Latency, Summary, TaskEnd, TaskStatus};
 use super::window::{Ended, Window};
@@ -61,6 +62,8 @@ pub(super) struct Run {
     /// `RESULTS` once a second (results sent while we were away).
     sweep_until: Option<Instant>,
     last_sweep: Instant,
+    /// Unique keys taken for tasks not yet stored.
+    keys: Keys,
     tx: mpsc::Sender<Result<Event, Error>>,
 }
 
@@ -87,6 +90,7 @@ impl Run {
             stats,
             sweep_until: None,
             last_sweep: Instant::now(),
+            keys: Keys::new(client.clone(), &config.kind, &config.controls),
             client,
             config,
             batch,
@@ -131,7 +135,7 @@ impl Run {
                             if self.config.batch.is_some() && self.kept {
                                 lookups.push(self.look_first(next, task));
                             } else {
-                                self.outbox.send(next, task).await?;
+                                self.send(next, task).await?;
                             }
                         }
                     }
@@ -142,7 +146,7 @@ impl Run {
                         end.resumed = true;
                         self.end(end).await?;
                     }
-                    None => self.outbox.send(n, task).await?,
+                    None => self.send(n, task).await?,
                 },
                 msg = replies.next() => match msg {
                     Some(msg) => {
@@ -177,6 +181,20 @@ impl Run {
             max: h.max(),
         };
         Ok(self.summary.clone())
+    }
+
+    /// Sends task `n` once it holds its unique key, if it has one; ends
+    /// it at once when another task holds the key.
+    async fn send(&mut self, n: u64, task: Task) -> Result<(), Error> {
+        if let Some(status) = self.keys.claim(n, &task.id).await {
+            let end = TaskEnd::without_result(n, task.id, &self.config.kind, status);
+            return self.end(end).await;
+        }
+        let sent = self.outbox.send(n, task).await;
+        if sent.is_err() {
+            self.keys.undo(n).await;
+        }
+        sent
     }
 
     fn task_id(&self, n: u64) -> String {
@@ -217,6 +235,7 @@ impl Run {
             id,
             payload,
             msg_id,
+            extra: control::headers(&self.config.controls, std::time::SystemTime::now()),
         }))
     }
 
@@ -243,10 +262,12 @@ impl Run {
             ));
         }
         for n in heard.stored {
+            self.keys.forget(n);
             self.stored_any = true;
             self.window.stored(n);
         }
         for (n, message) in heard.refused {
+            self.keys.undo(n).await;
             if self.window.is_in_flight(n) {
                 let end = TaskEnd::without_result(
                     n,
@@ -287,6 +308,7 @@ impl Run {
             Ended::First(None) => {}
         }
         self.outbox.forget(end.n);
+        self.keys.forget(end.n);
         self.summary.count(&end);
         self.ends.push(self.started.elapsed().as_secs_f64());
         self.tx

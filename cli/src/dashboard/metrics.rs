@@ -38,6 +38,7 @@ pub(crate) const NAMES: &[&str] = &[
     "fleet_group_redelivered",
     "fleet_group_waiting_pulls",
     "fleet_group_oldest_waiting_seconds",
+    "fleet_group_paused",
     "fleet_results_kept",
     "fleet_dead_letters",
     "fleet_nodes",
@@ -91,6 +92,11 @@ pub(crate) fn exposition(snapshot: &Snapshot) -> String {
         "Age of the oldest task no node has been handed yet (0 when none waits)",
         &mut registry,
     );
+    let paused = group(
+        "fleet_group_paused",
+        "1 while the group is paused (fleet pause): its nodes start no task",
+        &mut registry,
+    );
     registry.register(
         "fleet_results_kept",
         "Results kept in RESULTS",
@@ -131,6 +137,9 @@ pub(crate) fn exposition(snapshot: &Snapshot) -> String {
             oldest
                 .get_or_create(&l)
                 .set(g.oldest_waiting_s.unwrap_or(0.0));
+            paused
+                .get_or_create(&l)
+                .set(if g.paused { 1.0 } else { 0.0 });
         }
     }
     let mut text = String::new();
@@ -185,6 +194,8 @@ mod tests {
                     redelivered: 0,
                     waiting_pulls: 4,
                     oldest_waiting_s: Some(1.5),
+                    paused: true,
+                    paused_until: Some("2026-12-01T09:00:00Z".into()),
                 }],
                 kinds: vec![kind(3)],
                 dead_kinds: vec![kind(1)],
@@ -201,6 +212,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("fleet_up 1"), "{text}");
+        assert!(
+            text.contains("fleet_group_paused{group=\"workers\"} 1"),
+            "{text}"
+        );
         for name in NAMES {
             assert!(
                 text.contains(&format!("# TYPE {name} gauge")),

@@ -112,8 +112,13 @@ function renderGroups(groups) {
     cells[2].classList.add("pending");
     cells[3].classList.add("in-flight");
     cells[4].classList.add("redelivered");
+    if (g.paused) {
+      const badge = el("span", " paused" + (g.paused_until ? " until " + g.paused_until : ""), "paused");
+      cells[0].appendChild(badge);
+    }
     const tr = row(cells);
     tr.dataset.group = g.name;
+    tr.dataset.paused = g.paused ? "yes" : "no";
     body.appendChild(tr);
   }
 }
