@@ -113,7 +113,9 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<Config> {
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::Old,
             max_age: SCHEDULES_MAX_AGE,
-            max_bytes: GIB,
+            // Schedules and fired copies are small: a schedule firing every
+            // second leaves some 30 MB a week.
+            max_bytes: GIB / 4,
             allow_message_schedules: true,
             allow_message_ttl: true,
             allow_rollup: true,
@@ -524,6 +526,17 @@ mod tests {
             total < 10 * 1000 * 1000 * 1000,
             "fits nats.conf's max_file_store of 10GB"
         );
+        // The shipped accounts' JetStream limits hold every stream, on a
+        // cluster every replica of it (the server counts them all).
+        let account_limit = |file: &str| -> i64 {
+            let text =
+                std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let at = text.find("max_file: ").expect("an account max_file") + "max_file: ".len();
+            let gb: i64 = text[at..].split("GB").next().unwrap().parse().unwrap();
+            gb * 1000 * 1000 * 1000
+        };
+        assert!(total < account_limit("deploy/secure/nats.conf"));
+        assert!(3 * total < account_limit("deploy/cluster/accounts.conf"));
     }
 
     #[test]
