@@ -13,18 +13,6 @@ use fleet_testkit::http::{get, metric_sum, parse_metrics};
 use fleet_testkit::secure::{Role, Secure};
 use fleet_testkit::*;
 
-/// Polls `check` every 20 ms until it returns `Some`, or panics with `what`.
-fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Publishes a task of `kind` with `Task-Id: <id>` (its result goes to
 /// `results.<id>`), as `nats pub tasks.<kind> <payload> -H Task-Id:<id>` does.
 fn publish(url: &str, kind: &str, id: &str, payload: &str) {

@@ -20,18 +20,6 @@ fn nats(server: &NatsServer, args: &[&str]) -> Output {
         .expect("running nats")
 }
 
-/// Polls `check` every 50 ms until it returns `Some`, or panics with `what`.
-fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleet_testkit::http::{get, parse_metrics, request};
 use fleet_testkit::*;
@@ -728,18 +728,6 @@ fn dashboard(server: &NatsServer, token_file: &Path) -> Dashboard {
     Dashboard {
         _child: KillOnDrop(child),
         addr,
-    }
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, or panics with `what`.
-fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

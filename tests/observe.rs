@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleet_testkit::http::{get, metric_sum, parse_metrics};
 use fleet_testkit::secure::{Role, Secure};
@@ -22,18 +22,6 @@ fn nats(server: &NatsServer, args: &[&str]) -> Output {
 
 fn metrics_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, or panics with `what`.
-fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Per-kind sums over every node of `nats micro stats fleet --json`.

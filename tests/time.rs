@@ -11,18 +11,6 @@ use std::time::{Duration, Instant, SystemTime};
 use fleet_testkit::secure::{Role, Secure};
 use fleet_testkit::*;
 
-/// Polls `check` every 50 ms until it returns `Some`, or panics with `what`.
-fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "{what} within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn time(value: &serde_json::Value) -> SystemTime {
     let text = value.as_str().unwrap_or_else(|| panic!("a time: {value}"));
     humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"))

@@ -32,6 +32,7 @@ pub mod streams;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 pub use cluster::{run_cluster, Cluster};
 pub use process::{fleet, signal, spawn_submit, KillOnDrop, LogsOnFailure, NodeProc};
@@ -89,6 +90,19 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("a bound address")
         .port()
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, and returns that;
+/// panics with `what` after `limit`.
+pub fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Bytes as text, lossily.
