@@ -1,7 +1,8 @@
 //! fleet on a three-server JetStream cluster made from the shipped
 //! `deploy/cluster/n*.conf` (the test kit's `run_cluster`), run on loopback
 //! with real processes: one server is killed mid-batch and nothing is lost
-//! or doubled.
+//! or doubled, and a recurring schedule held by the cluster keeps firing
+//! once a second through the failover.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -52,12 +53,26 @@ fn three_server_cluster_survives_a_killed_server_mid_batch() {
         node.wait_ready(Duration::from_secs(30));
     }
     eprintln!("3 nodes ready after {:?}", started.elapsed());
+    // A schedule the cluster holds (R3 SCHEDULES), firing into TASKS
+    // through the failover below.
+    let schedule_args = with(
+        "admin",
+        &["schedule", "add", "tick", "--every", "1s", "echo", "ping"],
+    );
+    let schedule_args: Vec<&str> = schedule_args.iter().map(String::as_str).collect();
+    let scheduled = fleet_testkit::process::fleet_at(&urls, &schedule_args, b"");
+    assert!(
+        scheduled.status.success(),
+        "fleet schedule add: {}",
+        text(&scheduled.stderr)
+    );
+    let scheduled_at = Instant::now();
 
     let rt = rt();
     // fleet setup --replicas 3 took effect: every stream has three replicas.
     rt.block_on(async {
         let js = async_nats::jetstream::new(cluster.client(0, "admin").await);
-        for name in ["TASKS", "RESULTS", "DEAD"] {
+        for name in ["SCHEDULES", "TASKS", "RESULTS", "DEAD"] {
             let info = js
                 .get_stream(name)
                 .await
@@ -251,11 +266,41 @@ fn three_server_cluster_survives_a_killed_server_mid_batch() {
             doubled.is_empty(),
             "RESULTS keeps more than one result for {doubled:?}"
         );
+        let ticks = |kept: &HashMap<String, usize>| {
+            kept.iter()
+                .filter(|(s, _)| s.starts_with("results.sched.tick."))
+                .map(|(_, &c)| c)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            kept.len(),
+            kept.len() - ticks(&kept).len(),
             TASKS,
             "RESULTS holds other subjects: {}",
             kept.len()
+        );
+        // The schedule fired on through the failover, once a second at
+        // most (a result per firing, each its own), and fires on after it.
+        let before = ticks(&kept);
+        assert!(before.iter().all(|&c| c == 1), "a firing has two results");
+        let elapsed = scheduled_at.elapsed().as_secs_f64();
+        assert!(
+            before.len() as f64 <= elapsed + 2.0,
+            "{} firings in {elapsed:.1}s of a schedule every second",
+            before.len()
+        );
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let after =
+            ticks(&kept_per_subject(&cluster, survivor, limit + Duration::from_secs(4)).await);
+        assert!(
+            after.len() >= before.len() + 2,
+            "the schedule stopped firing after the failover: {} firings, then {} 4s later",
+            before.len(),
+            after.len()
+        );
+        eprintln!(
+            "schedule: {} firings in {elapsed:.1}s, {} 4s later",
+            before.len(),
+            after.len()
         );
     });
 
