@@ -28,8 +28,9 @@ use async_nats::jetstream::{Context, ErrorCode};
 use async_nats::{HeaderMap, StatusCode};
 use futures::TryStreamExt;
 
+use crate::check::check_task_id;
 use crate::contract::{self, header, msg_id};
-use crate::envelope::{check_task_id, one_line, Envelope, Limits};
+use crate::envelope::{one_line, Envelope, Limits};
 use crate::error::{Error, ErrorKind, ResultExt};
 
 /// The value a mark is written with (any value marks: a node reads only

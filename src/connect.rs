@@ -7,8 +7,10 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event, RequestErrorKind};
+use bytes::Bytes;
 use tracing::{info, warn};
 
 use crate::error::{Error, ErrorKind};
@@ -352,6 +354,47 @@ pub async fn connect(config: &ConnectConfig) -> Result<Client, Error> {
         };
         Error::with_source(kind, what, e)
     })
+}
+
+/// Checks that this connection's account has JetStream and may use it:
+/// schedules are kept in the fleet account's `SCHEDULES`. A tenant's
+/// connection (an account without JetStream, allowed to publish only
+/// `tasks.>`) is refused here, at once or after two seconds of silence.
+///
+/// # Errors
+/// [`ErrorKind::Usage`] saying so.
+pub(crate) async fn require_jetstream(client: &Client, what: &str) -> Result<(), Error> {
+    let refuse = |why: &str| {
+        Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "{what} need JetStream in this connection's account ({why}): a tenant's connection cannot schedule tasks in this version; connect as a user of the fleet account"
+            ),
+        ))
+    };
+    let asked = client.request("$JS.API.INFO", Bytes::new());
+    match tokio::time::timeout(Duration::from_secs(2), asked).await {
+        Err(_) => refuse("no answer to an account info request in 2s: not allowed here"),
+        Ok(Err(err)) if err.kind() == RequestErrorKind::NoResponders => {
+            refuse("JetStream is not enabled for it")
+        }
+        Ok(Err(err)) => Err(Error::with_source(
+            ErrorKind::Connection,
+            "asking for this account's JetStream",
+            err,
+        )),
+        Ok(Ok(msg)) => {
+            let reply: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
+            match reply.get("error") {
+                Some(err) => refuse(
+                    err.get("description")
+                        .and_then(|d| d.as_str())
+                        .unwrap_or("refused"),
+                ),
+                None => Ok(()),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

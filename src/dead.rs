@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::check::{check_reply_subject, check_task_id};
 use crate::contract::{self, header, msg_id};
-use crate::envelope::{check_reply_subject, check_task_id};
 use crate::error::{Error, ErrorKind, ResultExt};
 
 /// One dead letter.

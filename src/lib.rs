@@ -46,15 +46,19 @@
 //!
 //! | layer | module | what |
 //! |---|---|---|
-//! | 6 | [`status`], [`dead`], [`cancel`] | the read side: queue depth and groups; dead letters; cancelling tasks |
-//! | 5 | `node`, `submit`, [`schedule`] | the node (pull, lifecycle, pure decisions), the submitter (window, events; delayed batches, collecting results), recurring schedules |
-//! | 4 | [`handlers`] | the [`Handler`] trait and [`Registry`]; built-ins; exec handlers |
-//! | 3 | [`connect`], [`setup`], [`micro`], `direct`, [`unique`], [`pause`] | connection options; streams and groups' consumers; service discovery; batch direct gets; unique keys; pausing groups |
-//! | 2 | `envelope`, `schedule::{pattern, occurrence}`, [`control`] | the task envelope ([`Task`]) and the pure parsers of headers and subjects; schedule patterns and occurrence ids; deadlines, result TTLs, unique keys |
+//! | 9 | [`status`], [`dead`], [`cancel`] | the read side: queue depth and groups; dead letters; cancelling tasks |
+//! | 8 | [`schedule`] (`listed`, `manage`) | recurring schedules: reading them and their last runs, adding and removing them |
+//! | 7 | `node`, `submit` | the node (pull, lifecycle, pure decisions, metrics), the submitter (window, events; delayed batches, collecting results) |
+//! | 6 | [`handlers`] | the [`Handler`] trait and [`Registry`]; built-ins; exec handlers |
+//! | 5 | [`connect`], [`setup`], [`micro`], `direct`, [`unique`], [`pause`] | connection options and what a connection may do; streams and groups' consumers (pure configs, then making them); service discovery; batch direct gets; unique keys; pausing groups |
+//! | 4 | `envelope` | the task envelope ([`Task`]): a delivered message read into one |
+//! | 3 | `schedule::{pattern, occurrence}` | schedule patterns and times; occurrence ids |
+//! | 2 | `check`, [`control`] | the pure checks of task ids, reply subjects and timeouts; deadlines, result TTLs, unique keys |
 //! | 1 | `error` | [`FailureKind`], [`TaskError`], [`Error`] by [`ErrorKind`] |
 //! | 0 | [`contract`] | every subject, stream, header name, code, limit and default |
 
 pub mod cancel;
+mod check;
 pub mod connect;
 pub mod contract;
 pub mod control;
@@ -72,8 +76,9 @@ pub mod status;
 mod submit;
 pub mod unique;
 
+pub use check::{check_task_id, parse_timeout};
 pub use connect::{connect, ConnectConfig};
-pub use envelope::{check_task_id, parse_timeout, Task};
+pub use envelope::Task;
 pub use error::{BoxError, Error, ErrorKind, FailureKind, TaskError};
 pub use handlers::{Handler, Registry};
 pub use node::{default_node_name, Node, NodeConfig, NodeStats, Observer, Phase, RetryPolicy};

@@ -9,14 +9,6 @@ use std::time::{Duration, Instant};
 
 use fleet_testkit::*;
 
-fn nats(server: &NatsServer, args: &[&str]) -> std::process::Output {
-    Command::new(tool("nats"))
-        .args(["--server", &server.url()])
-        .args(args)
-        .output()
-        .expect("running nats")
-}
-
 /// The README's nats CLI lines work as written with the real `nats` binary.
 #[test]
 fn nats_cli_is_a_first_class_submitter() {

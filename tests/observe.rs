@@ -4,25 +4,12 @@
 //! that follow the node's life, JSON logs, timestamps on results.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fleet_testkit::http::{get, metric_sum, parse_metrics};
 use fleet_testkit::secure::{Role, Secure};
 use fleet_testkit::*;
-
-fn nats(server: &NatsServer, args: &[&str]) -> Output {
-    Command::new(tool("nats"))
-        .args(["--server", &server.url()])
-        .args(args)
-        .output()
-        .expect("running nats")
-}
-
-fn metrics_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
 
 /// Per-kind sums over every node of `nats micro stats fleet --json`.
 fn micro_stats(server: &NatsServer) -> BTreeMap<String, (u64, u64)> {
@@ -108,7 +95,7 @@ fn service_discovery_lists_every_node_and_counts_by_kind() {
 #[test]
 fn metrics_count_a_known_batch() {
     let server = NatsServer::start();
-    let addr = metrics_addr();
+    let addr = free_addr();
     let _node = NodeProc::spawn(
         &server,
         "node1",
@@ -196,7 +183,7 @@ fn metrics_count_a_known_batch() {
 #[test]
 fn readiness_follows_the_node() {
     let server = NatsServer::start();
-    let addr = metrics_addr();
+    let addr = free_addr();
     let mut node = NodeProc::spawn(
         &server,
         "node1",

@@ -5,7 +5,7 @@ use clap::Args;
 use fleet::cancel::{self, Cancelled, Finished, Outcome};
 use fleet::Error;
 
-use crate::commands::{print, ExitCode};
+use crate::output::{print, ExitCode};
 
 /// Which tasks to cancel.
 #[derive(Debug, Args)]

@@ -9,12 +9,9 @@ use fleet::{
     Registry, RetryPolicy, StreamSettings,
 };
 use fleet::{contract, dead, setup, status};
-use tokio::io::AsyncWriteExt;
 
 use crate::args::{Cli, Command, DeadCommand, GroupArgs, NatsArgs, NodeArgs, StreamArgs};
-
-/// The process exit code a command ended with.
-pub(crate) type ExitCode = i32;
+use crate::output::{print, ExitCode};
 
 /// Runs the parsed command until it ends or `shutdown` fires (nodes).
 pub(crate) async fn run(
@@ -225,17 +222,6 @@ async fn watch_status(
         };
         print(text).await?;
     }
-}
-
-/// Writes `text` to standard output.
-pub(crate) async fn print(text: String) -> Result<(), Error> {
-    let mut out = tokio::io::stdout();
-    out.write_all(text.as_bytes())
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Io, "writing to standard output", e))?;
-    out.flush()
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Io, "writing to standard output", e))
 }
 
 /// The connection options of the command line's flags and environment.

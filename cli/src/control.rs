@@ -9,7 +9,7 @@ use fleet::pause::{self, PauseState, Target};
 use fleet::{Error, ErrorKind, TaskControls};
 use humantime::Duration;
 
-use crate::commands::ExitCode;
+use crate::output::{print, ExitCode};
 
 /// Deadlines, result lifetimes and unique keys of the tasks of a submit.
 #[derive(Debug, Args)]
@@ -127,6 +127,6 @@ async fn report(done: &[PauseState], json: bool) -> Result<ExitCode, Error> {
         }
         out.push('\n');
     }
-    crate::commands::print(out).await?;
+    print(out).await?;
     Ok(0)
 }

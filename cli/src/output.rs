@@ -4,7 +4,7 @@
 use std::io;
 
 use base64::Engine as _;
-use fleet::{TaskEnd, TaskStatus};
+use fleet::{Error, ErrorKind, TaskEnd, TaskStatus};
 use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -18,6 +18,21 @@ pub(crate) enum Format {
     Json,
     /// `task <id> on <node> (attempt N): <result>`, for people.
     Line,
+}
+
+/// The process exit code a command ended with.
+pub(crate) type ExitCode = i32;
+
+/// The error of a failed write to standard output.
+pub(crate) fn out_err(e: io::Error) -> Error {
+    Error::with_source(ErrorKind::Io, "writing to standard output", e)
+}
+
+/// Writes `text` to standard output.
+pub(crate) async fn print(text: String) -> Result<(), Error> {
+    let mut out = tokio::io::stdout();
+    out.write_all(text.as_bytes()).await.map_err(out_err)?;
+    out.flush().await.map_err(out_err)
 }
 
 #[derive(Serialize)]

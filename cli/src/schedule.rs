@@ -1,23 +1,22 @@
-//! Time on the command line: `fleet submit --delay/--at`, `fleet results`
-//! and `fleet schedule add|list|remove`, each a library call and how its
-//! answer is shown.
+//! Time on the command line: `fleet results` and `fleet schedule
+//! add|list|remove`, each a library call and how its answer is shown; how
+//! a batch's results are shown once collected (also after `fleet submit
+//! --delay/--at`, see [`crate::submit`]).
 //!
 //! Exit codes: 0 when everything asked for is there and ok (every task
 //! scheduled; every result kept and ok; the schedule added or removed), 1
 //! when a task failed, was refused or has no result yet, or the schedule
 //! to remove does not exist, 2 for usage, connection and setup errors.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{ArgGroup, Args, Subcommand};
-use fleet::schedule::{self, pattern, Recurring, Repeat, Schedule};
-use fleet::{BatchReport, CollectConfig, Collected, Collection, Error, ErrorKind, Scheduled};
+use fleet::schedule::{self, Recurring, Repeat, Schedule};
+use fleet::{BatchReport, CollectConfig, Collected, Collection, Error, ErrorKind};
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 
-use crate::args::SubmitArgs;
-use crate::output::{Format, Printer};
+use crate::output::{out_err, print, Format, Printer};
 
 /// `fleet results`.
 #[derive(Debug, Args)]
@@ -82,83 +81,6 @@ pub(crate) struct AddArgs {
     pub(crate) task_timeout: Option<String>,
 }
 
-/// `fleet submit --delay/--at [--no-wait]`: schedules the batch, then (without
-/// --no-wait) collects its results, each waited for until its time plus
-/// --timeout.
-pub(crate) async fn submit_later(
-    client: async_nats::Client,
-    args: SubmitArgs,
-    msg_id_salt: Option<String>,
-) -> Result<i32, Error> {
-    let at = match (args.delay, &args.at) {
-        (Some(delay), _) => SystemTime::now() + Duration::from(delay),
-        (None, Some(at)) => pattern::parse_time(at)?,
-        (None, None) => {
-            return Err(Error::new(
-                ErrorKind::Usage,
-                "--no-wait goes with --delay or --at",
-            ))
-        }
-    };
-    let config = crate::submit::config(&args, msg_id_salt);
-    let timeout: Duration = args.timeout.into();
-    let format = if args.json { Format::Json } else { args.format };
-    let input = crate::submit::input(args.payloads);
-    let done = fleet::submit_at(client.clone(), config, at, input).await?;
-    let mut printer = Printer::new(format, tokio::io::BufWriter::new(tokio::io::stdout()));
-    for end in &done.refused {
-        printer.print(end).await.map_err(out_err)?;
-    }
-    let when = pattern::rfc3339(done.at);
-    if args.no_wait {
-        let mut out = String::new();
-        for id in done.ids() {
-            if format == Format::Json {
-                let line = serde_json::json!({"id": id, "batch": done.batch, "kind": done.kind, "status": "scheduled", "at": when});
-                out.push_str(&format!("{line}\n"));
-            } else {
-                out.push_str(&format!("{id}\n"));
-            }
-        }
-        printer.flush().await.map_err(out_err)?;
-        print(out).await?;
-    }
-    eprintln!("{}", scheduled_line(&done, &when));
-    if args.no_wait {
-        return Ok(if done.refused.is_empty() { 0 } else { 1 });
-    }
-    let wait = done
-        .at
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-        + timeout;
-    let config = CollectConfig {
-        batch: done.batch.clone(),
-        wait,
-        tasks: Some(done.tasks),
-        kind: Some(done.kind.clone()),
-    };
-    let collection = fleet::results(client, config).await?;
-    show(collection, printer).await
-}
-
-fn scheduled_line(done: &Scheduled, when: &str) -> String {
-    let (batch, n, kind) = (&done.batch, done.tasks, &done.kind);
-    if done.earlier {
-        return format!(
-            "batch {batch} was scheduled before ({n} tasks of {kind} for {when}): nothing sent again"
-        );
-    }
-    let refused = match done.refused.len() {
-        0 => String::new(),
-        r => format!(", {r} refused"),
-    };
-    format!(
-        "{} of {n} tasks of {kind} scheduled for {when} in batch {batch}{refused} (collect them with: fleet results {batch})",
-        done.stored.len()
-    )
-}
-
 /// `fleet results BATCH`.
 pub(crate) async fn results(client: async_nats::Client, args: ResultsArgs) -> Result<i32, Error> {
     let config = CollectConfig {
@@ -173,7 +95,7 @@ pub(crate) async fn results(client: async_nats::Client, args: ResultsArgs) -> Re
 }
 
 /// Prints each result as it comes, then what is missing; the exit code.
-async fn show<W: tokio::io::AsyncWrite + Unpin>(
+pub(crate) async fn show<W: tokio::io::AsyncWrite + Unpin>(
     mut collection: Collection,
     mut printer: Printer<W>,
 ) -> Result<i32, Error> {
@@ -316,17 +238,6 @@ fn text_line(s: &Schedule) -> String {
         s.time_zone.as_deref().unwrap_or("UTC"),
         s.next_run.as_deref().unwrap_or("-"),
     )
-}
-
-fn out_err(e: std::io::Error) -> Error {
-    Error::with_source(ErrorKind::Io, "writing to standard output", e)
-}
-
-/// Writes `text` to standard output.
-async fn print(text: String) -> Result<(), Error> {
-    let mut out = tokio::io::stdout();
-    out.write_all(text.as_bytes()).await.map_err(out_err)?;
-    out.flush().await.map_err(out_err)
 }
 
 #[cfg(test)]

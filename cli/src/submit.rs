@@ -1,16 +1,19 @@
 //! `fleet submit`: feeds the library's submitter from the arguments or
 //! standard input, and shows its events: each task's end, a progress bar,
-//! the summary, the exit code.
+//! the summary, the exit code. With `--delay/--at`, schedules the batch
+//! and collects its results as `fleet results` does.
 
 use std::io::{self, IsTerminal};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use fleet::{Error, ErrorKind, Event, SubmitConfig, Summary};
+use fleet::schedule::pattern;
+use fleet::{CollectConfig, Error, ErrorKind, Event, Scheduled, SubmitConfig, Summary};
 use futures::{Stream, StreamExt};
 use tokio::io::AsyncBufReadExt;
 
 use crate::args::SubmitArgs;
-use crate::output::{Format, Printer};
+use crate::output::{out_err, print, Format, Printer};
 
 /// Runs `fleet submit`; returns the exit code: 0 when every task succeeded,
 /// 1 when any failed or timed out.
@@ -20,7 +23,7 @@ pub(crate) async fn run(
     msg_id_salt: Option<String>,
 ) -> Result<i32, Error> {
     if args.delay.is_some() || args.at.is_some() || args.no_wait {
-        return crate::schedule::submit_later(client, args, msg_id_salt).await;
+        return submit_later(client, args, msg_id_salt).await;
     }
     let from_args = !args.payloads.is_empty();
     let config = config(&args, msg_id_salt);
@@ -34,7 +37,6 @@ pub(crate) async fn run(
     let input = input(args.payloads);
     let mut events = fleet::submit(client.clone(), config, input).await?;
     let mut summary: Option<Summary> = None;
-    let out_err = |e| Error::with_source(ErrorKind::Io, "writing to standard output", e);
     // Results are shown as they come: what was printed is flushed whenever
     // no event has come for a tenth of a second.
     let mut idle = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -83,6 +85,83 @@ pub(crate) async fn run(
         );
     }
     Ok(1)
+}
+
+/// `fleet submit --delay/--at [--no-wait]`: schedules the batch, then (without
+/// --no-wait) collects its results, each waited for until its time plus
+/// --timeout.
+pub(crate) async fn submit_later(
+    client: async_nats::Client,
+    args: SubmitArgs,
+    msg_id_salt: Option<String>,
+) -> Result<i32, Error> {
+    let at = match (args.delay, &args.at) {
+        (Some(delay), _) => SystemTime::now() + Duration::from(delay),
+        (None, Some(at)) => pattern::parse_time(at)?,
+        (None, None) => {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                "--no-wait goes with --delay or --at",
+            ))
+        }
+    };
+    let config = config(&args, msg_id_salt);
+    let timeout: Duration = args.timeout.into();
+    let format = if args.json { Format::Json } else { args.format };
+    let input = input(args.payloads);
+    let done = fleet::submit_at(client.clone(), config, at, input).await?;
+    let mut printer = Printer::new(format, tokio::io::BufWriter::new(tokio::io::stdout()));
+    for end in &done.refused {
+        printer.print(end).await.map_err(out_err)?;
+    }
+    let when = pattern::rfc3339(done.at);
+    if args.no_wait {
+        let mut out = String::new();
+        for id in done.ids() {
+            if format == Format::Json {
+                let line = serde_json::json!({"id": id, "batch": done.batch, "kind": done.kind, "status": "scheduled", "at": when});
+                out.push_str(&format!("{line}\n"));
+            } else {
+                out.push_str(&format!("{id}\n"));
+            }
+        }
+        printer.flush().await.map_err(out_err)?;
+        print(out).await?;
+    }
+    eprintln!("{}", scheduled_line(&done, &when));
+    if args.no_wait {
+        return Ok(if done.refused.is_empty() { 0 } else { 1 });
+    }
+    let wait = done
+        .at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        + timeout;
+    let config = CollectConfig {
+        batch: done.batch.clone(),
+        wait,
+        tasks: Some(done.tasks),
+        kind: Some(done.kind.clone()),
+    };
+    let collection = fleet::results(client, config).await?;
+    crate::schedule::show(collection, printer).await
+}
+
+fn scheduled_line(done: &Scheduled, when: &str) -> String {
+    let (batch, n, kind) = (&done.batch, done.tasks, &done.kind);
+    if done.earlier {
+        return format!(
+            "batch {batch} was scheduled before ({n} tasks of {kind} for {when}): nothing sent again"
+        );
+    }
+    let refused = match done.refused.len() {
+        0 => String::new(),
+        r => format!(", {r} refused"),
+    };
+    format!(
+        "{} of {n} tasks of {kind} scheduled for {when} in batch {batch}{refused} (collect them with: fleet results {batch})",
+        done.stored.len()
+    )
 }
 
 /// The library's settings of a run, from the command line's.

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::envelope::{parse_timeout, Task};
+use crate::check::parse_timeout;
+use crate::envelope::Task;
 use crate::error::TaskError;
 
 /// Returns the payload unchanged.

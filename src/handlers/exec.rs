@@ -228,7 +228,7 @@ pub fn parse_exec_flag(flag: &str) -> anyhow::Result<(String, ExecHandler)> {
     if kind.is_empty() || command.trim().is_empty() {
         bail!("--exec takes KIND=COMMAND with both sides set, got {flag:?}");
     }
-    crate::envelope::check_task_id(kind)
+    crate::check::check_task_id(kind)
         .map_err(|e| anyhow::anyhow!("--exec kind {kind:?}: {}", e.message()))?;
     Ok((kind.to_string(), ExecHandler::new(command)))
 }

@@ -20,7 +20,7 @@ use std::time::SystemTime;
 use async_nats::jetstream;
 
 use super::decide::Written;
-use super::observe::KindMetrics;
+use super::kind_metrics::KindMetrics;
 use super::Shared;
 use crate::contract::{self, header, msg_id};
 use crate::envelope::{header_bytes, one_line, Delivery, Envelope};

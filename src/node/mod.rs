@@ -13,6 +13,7 @@ mod commit;
 mod control;
 mod credits;
 pub(crate) mod decide;
+mod kind_metrics;
 mod lifecycle;
 mod observe;
 mod paused;

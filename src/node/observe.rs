@@ -7,9 +7,8 @@
 //! grow the metrics without bound by inventing kinds.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use async_nats::connection::State;
 use async_nats::Client;
@@ -18,151 +17,15 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::kind_metrics::{KindFamilies, KindMetrics, OTHER};
 use super::process::ProcessCollector;
 use super::NodeStats;
 use crate::contract;
 use crate::micro::{EndpointInfo, EndpointStats, Source};
-
-/// Label of tasks of a kind this node has no handler for.
-const OTHER: &str = "other";
-
-/// Seconds: from half a millisecond to five minutes.
-const BUCKETS: [f64; 16] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
-    300.0,
-];
-
-/// How an attempt ended, as a label.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-enum Outcome {
-    ok,
-    failed,
-    retried,
-    handed_back,
-    cancelled,
-    expired,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindOutcome {
-    kind: String,
-    outcome: Outcome,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: String,
-}
-
-/// One kind's metric handles, looked up once.
-#[derive(Debug, Clone)]
-pub(super) struct KindMetrics {
-    ok: Counter,
-    failed: Counter,
-    retried: Counter,
-    handed_back: Counter,
-    cancelled: Counter,
-    expired: Counter,
-    dead: Counter,
-    redelivered: Counter,
-    run: Histogram,
-    wait: Histogram,
-    /// Run time in nanoseconds, summed (prometheus-client keeps its sum to itself).
-    run_ns: Arc<AtomicU64>,
-    last_error: Arc<Mutex<String>>,
-}
-
-impl KindMetrics {
-    /// An attempt begins: how long the task waited since it was stored, and
-    /// whether it was delivered before.
-    pub(super) fn started(&self, waited: Duration, attempt: u32) {
-        self.wait.observe(waited.as_secs_f64());
-        if attempt > 1 {
-            self.redelivered.inc();
-        }
-    }
-
-    /// The handler ran for `took`.
-    pub(super) fn ran(&self, took: Duration) {
-        self.run.observe(took.as_secs_f64());
-        self.run_ns
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
-    }
-
-    /// The task's ok result is kept and the task acked.
-    pub(super) fn ok(&self) {
-        self.ok.inc();
-    }
-
-    /// The attempt failed and the task goes back for another.
-    pub(super) fn retried(&self, error: &str) {
-        self.retried.inc();
-        self.note(error);
-    }
-
-    /// The task failed for good: dead letter and error result written.
-    pub(super) fn failed(&self, error: &str) {
-        self.failed.inc();
-        self.dead.inc();
-        self.note(error);
-    }
-
-    /// The task was handed back untouched (shutdown).
-    pub(super) fn handed_back(&self) {
-        self.handed_back.inc();
-    }
-
-    /// The task was cancelled: its 499 result kept, the task acked.
-    pub(super) fn cancelled(&self) {
-        self.cancelled.inc();
-    }
-
-    /// The task's deadline passed before it started: answered `408
-    /// expired`, not run, not a failure.
-    pub(super) fn expired(&self) {
-        self.expired.inc();
-    }
-
-    fn note(&self, error: &str) {
-        if let Ok(mut last) = self.last_error.lock() {
-            error.clone_into(&mut last);
-        }
-    }
-
-    fn endpoint(&self, kind: &str, group: &str) -> EndpointStats {
-        let (ok, failed, retried) = (self.ok.get(), self.failed.get(), self.retried.get());
-        let requests = ok + failed + retried;
-        let processing = self.run_ns.load(Ordering::Relaxed);
-        EndpointStats {
-            name: kind.to_string(),
-            subject: format!("{}{kind}", contract::TASK_PREFIX),
-            queue_group: group.to_string(),
-            num_requests: requests,
-            num_errors: failed + retried,
-            last_error: self
-                .last_error
-                .lock()
-                .map(|l| l.clone())
-                .unwrap_or_default(),
-            processing_time: processing,
-            average_processing_time: processing.checked_div(requests).unwrap_or(0),
-            data: Some(serde_json::json!({
-                "ok": ok, "failed": failed, "retried": retried,
-                "handed_back": self.handed_back.get(),
-                "cancelled": self.cancelled.get(),
-                "expired": self.expired.get(),
-            })),
-        }
-    }
-}
 
 /// Where a node is in its life, for `/readyz` and service discovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,41 +80,9 @@ impl Observer {
     /// Metrics for a node with handlers for `kinds`.
     pub(super) fn new(client: Client, kinds: &[&str]) -> Self {
         let mut registry = Registry::default();
-        let tasks = Family::<KindOutcome, Counter>::default();
-        let dead = Family::<KindLabel, Counter>::default();
-        let redelivered = Family::<KindLabel, Counter>::default();
-        let histogram = || Histogram::new(BUCKETS);
-        let run =
-            Family::<KindLabel, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
-        let wait =
-            Family::<KindLabel, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let families = KindFamilies::register(&mut registry);
         let (in_flight, free_slots) = (Gauge::default(), Gauge::default());
         let (refused, reconnects) = (Counter::default(), Counter::default());
-        registry.register(
-            "fleet_node_tasks",
-            "Attempts finished, by kind and outcome",
-            tasks.clone(),
-        );
-        registry.register(
-            "fleet_node_dead_letters",
-            "Dead letters written, by kind",
-            dead.clone(),
-        );
-        registry.register(
-            "fleet_node_redeliveries",
-            "Attempts of tasks delivered before, by kind",
-            redelivered.clone(),
-        );
-        registry.register(
-            "fleet_node_run_seconds",
-            "Handler run time, by kind",
-            run.clone(),
-        );
-        registry.register(
-            "fleet_node_queue_wait_seconds",
-            "Time from a task's storing to the start of an attempt, by kind",
-            wait.clone(),
-        );
         registry.register(
             "fleet_node_in_flight",
             "Tasks running now",
@@ -273,36 +104,11 @@ impl Observer {
             reconnects.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
-        let metrics_of = |kind: &str| {
-            let label = KindLabel {
-                kind: kind.to_string(),
-            };
-            let outcome = |outcome| {
-                tasks.get_or_create_owned(&KindOutcome {
-                    kind: kind.to_string(),
-                    outcome,
-                })
-            };
-            KindMetrics {
-                ok: outcome(Outcome::ok),
-                failed: outcome(Outcome::failed),
-                retried: outcome(Outcome::retried),
-                handed_back: outcome(Outcome::handed_back),
-                cancelled: outcome(Outcome::cancelled),
-                expired: outcome(Outcome::expired),
-                dead: dead.get_or_create_owned(&label),
-                redelivered: redelivered.get_or_create_owned(&label),
-                run: run.get_or_create_owned(&label),
-                wait: wait.get_or_create_owned(&label),
-                run_ns: Arc::default(),
-                last_error: Arc::default(),
-            }
-        };
         let kinds = kinds
             .iter()
-            .map(|k| (k.to_string(), metrics_of(k)))
+            .map(|k| (k.to_string(), families.of(k)))
             .collect();
-        let other = metrics_of(OTHER);
+        let other = families.of(OTHER);
         Observer {
             inner: Arc::new(Inner {
                 registry,
@@ -383,14 +189,7 @@ impl Observer {
     /// Counts so far, summed over kinds.
     pub(super) fn totals(&self) -> NodeStats {
         let all = self.inner.kinds.values().chain([&self.inner.other]);
-        all.fold(NodeStats::default(), |t, k| NodeStats {
-            ok: t.ok + k.ok.get(),
-            failed: t.failed + k.failed.get(),
-            retried: t.retried + k.retried.get(),
-            handed_back: t.handed_back + k.handed_back.get(),
-            cancelled: t.cancelled + k.cancelled.get(),
-            expired: t.expired + k.expired.get(),
-        })
+        all.fold(NodeStats::default(), |t, k| k.add_to(t))
     }
 
     /// The Prometheus text exposition (format 0.0.4) of this node's metrics.
@@ -493,11 +292,7 @@ impl Source for Observer {
             .into_iter()
             .map(|(k, m)| m.endpoint(k, group))
             .collect();
-        if self.inner.other.ok.get()
-            + self.inner.other.failed.get()
-            + self.inner.other.retried.get()
-            > 0
-        {
+        if self.inner.other.attempts() > 0 {
             out.push(self.inner.other.endpoint(OTHER, group));
         }
         out

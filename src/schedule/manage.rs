@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::listed::Schedule;
 use super::pattern::{self, Repeat};
+use crate::connect;
 use crate::contract::{self, header};
 use crate::direct;
 use crate::error::{Error, ErrorKind, ResultExt};
@@ -52,7 +53,7 @@ impl Recurring {
     /// [`ErrorKind::Usage`] for what the server would refuse or misread.
     pub fn headers(&self) -> Result<HeaderMap, Error> {
         pattern::check_name(&self.name)?;
-        crate::envelope::check_task_id(&self.kind).map_err(|e| {
+        crate::check::check_task_id(&self.kind).map_err(|e| {
             Error::new(
                 ErrorKind::Usage,
                 format!("bad kind {:?}: {}", self.kind, e.message()),
@@ -82,7 +83,7 @@ impl Recurring {
             h.insert(header::SCHEDULE_TTL, pattern::ttl_value(catch_up).as_str());
         }
         if let Some(timeout) = &self.task_timeout {
-            crate::envelope::parse_timeout(timeout)
+            crate::check::parse_timeout(timeout)
                 .map_err(|e| Error::new(ErrorKind::Usage, e.message().to_string()))?;
             h.insert(header::TASK_TIMEOUT, timeout.as_str());
         }
@@ -117,47 +118,6 @@ fn refusal(code: u64, description: &str, schedule: &Recurring, pattern: &str) ->
     Error::new(kind, message)
 }
 
-/// Checks that this connection's account has JetStream and may use it:
-/// schedules are kept in the fleet account's `SCHEDULES`. A tenant's
-/// connection (an account without JetStream, allowed to publish only
-/// `tasks.>`) is refused here, at once or after two seconds of silence.
-///
-/// # Errors
-/// [`ErrorKind::Usage`] saying so.
-pub(crate) async fn require_jetstream(client: &Client, what: &str) -> Result<(), Error> {
-    let refuse = |why: &str| {
-        Err(Error::new(
-            ErrorKind::Usage,
-            format!(
-                "{what} need JetStream in this connection's account ({why}): a tenant's connection cannot schedule tasks in this version; connect as a user of the fleet account"
-            ),
-        ))
-    };
-    let asked = client.request("$JS.API.INFO", Bytes::new());
-    match tokio::time::timeout(Duration::from_secs(2), asked).await {
-        Err(_) => refuse("no answer to an account info request in 2s: not allowed here"),
-        Ok(Err(err)) if err.kind() == RequestErrorKind::NoResponders => {
-            refuse("JetStream is not enabled for it")
-        }
-        Ok(Err(err)) => Err(Error::with_source(
-            ErrorKind::Connection,
-            "asking for this account's JetStream",
-            err,
-        )),
-        Ok(Ok(msg)) => {
-            let reply: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap_or_default();
-            match reply.get("error") {
-                Some(err) => refuse(
-                    err.get("description")
-                        .and_then(|d| d.as_str())
-                        .unwrap_or("refused"),
-                ),
-                None => Ok(()),
-            }
-        }
-    }
-}
-
 /// Adds schedule `schedule`, or replaces the one of that name (the server
 /// keeps one message per schedule subject).
 ///
@@ -171,7 +131,7 @@ pub async fn add(client: &Client, schedule: &Recurring) -> Result<Added, Error> 
         .get(header::SCHEDULE)
         .map(|v| v.as_str().to_string())
         .unwrap_or_default();
-    require_jetstream(client, "schedules").await?;
+    connect::require_jetstream(client, "schedules").await?;
     let subject = contract::cron_subject(&schedule.name);
     let replaced = direct::last(client, contract::SCHEDULES_STREAM, &subject)
         .await?
@@ -219,7 +179,7 @@ const FIRINGS_READ: usize = 4096;
 /// [`ErrorKind::Usage`] for a tenant's connection; [`ErrorKind::NotSetUp`]
 /// without `SCHEDULES`; [`ErrorKind::Connection`].
 pub async fn list(client: &Client) -> Result<Vec<Schedule>, Error> {
-    require_jetstream(client, "schedules").await?;
+    connect::require_jetstream(client, "schedules").await?;
     let stream = contract::SCHEDULES_STREAM;
     // One message per schedule subject (the server rolls them up).
     let all = contract::cron_subject(">");
@@ -255,7 +215,7 @@ pub async fn list(client: &Client) -> Result<Vec<Schedule>, Error> {
 /// [`ErrorKind::NotSetUp`] without `SCHEDULES`; [`ErrorKind::Connection`].
 pub async fn remove(client: &Client, name: &str) -> Result<bool, Error> {
     pattern::check_name(name)?;
-    require_jetstream(client, "schedules").await?;
+    connect::require_jetstream(client, "schedules").await?;
     let js = async_nats::jetstream::new(client.clone());
     let stream = js
         .get_stream_no_info(contract::SCHEDULES_STREAM)

@@ -23,9 +23,10 @@
 //! | added again under the same name | the new message replaces the old (rollup) | the new pattern from now on |
 //! | removed (`fleet schedule remove`) | the subject is purged | no further firing; one already fired still runs |
 //!
-//! The pure parts (`pattern`, `occurrence`, `listed`) need no server and
-//! sit beside `envelope` (the node reads an occurrence's id with
-//! [`occurrence`]); [`manage`] does the I/O.
+//! The pure parts (`pattern`, `occurrence`) need no server and sit below
+//! `envelope` (the node reads an occurrence's id with [`occurrence`]);
+//! [`listed`] reads a schedule and its last run (a result, read as the
+//! submitter reads one), and [`manage`] does the I/O.
 
 pub mod listed;
 pub mod manage;

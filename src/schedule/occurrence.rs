@@ -139,7 +139,7 @@ mod tests {
         fn ids_round_trip(name in "[a-zA-Z0-9_-]{1,20}", seq in 1u64..u64::MAX) {
             let id = contract::occurrence_task_id(&name, seq);
             prop_assert_eq!(parse(&id), Some((name.as_str(), seq)));
-            prop_assert!(crate::envelope::check_task_id(&id).is_ok());
+            prop_assert!(crate::check::check_task_id(&id).is_ok());
         }
 
         #[test]

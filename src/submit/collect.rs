@@ -26,7 +26,6 @@ use super::report::{TaskEnd, TaskStatus};
 use crate::contract::{self, header};
 use crate::direct::{self, Stored};
 use crate::error::{Error, ErrorKind, ResultExt};
-use crate::schedule::manage;
 
 /// What to collect.
 #[derive(Debug, Clone, Default)]
@@ -120,13 +119,13 @@ const RELIST_AT_MOST: Duration = Duration::from_secs(30);
 /// [`ErrorKind::Connection`]. Errors later end the stream with an `Err`.
 pub async fn results(client: Client, config: CollectConfig) -> Result<Collection, Error> {
     let batch = &config.batch;
-    if crate::envelope::check_task_id(batch).is_err() || batch.contains('.') {
+    if crate::check::check_task_id(batch).is_err() || batch.contains('.') {
         return Err(Error::new(
             ErrorKind::Usage,
             format!("bad batch name {batch:?}: use letters, digits, - and _"),
         ));
     }
-    manage::require_jetstream(&client, "reading a batch's results").await?;
+    crate::connect::require_jetstream(&client, "reading a batch's results").await?;
     let prefix = format!("{}{batch}.", contract::RESULT_PREFIX);
     let live = client
         .subscribe(format!("{prefix}>"))

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use super::wire::{Reply, BATCH_NOT_ALLOWED, BATCH_UNKNOWN, FLOW};
+use super::wire::{Reply, Slot, BATCH_NOT_ALLOWED, BATCH_UNKNOWN, FLOW};
 
 /// What a reply means for the messages of a batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,17 +60,6 @@ impl Default for Batcher {
             ending: None,
         }
     }
-}
-
-/// Where one message goes out: its batch, its sequence in it, its op.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Slot {
-    /// The batch's number (names it).
-    pub(crate) batch: u64,
-    /// Its sequence in the batch.
-    pub(crate) seq: u64,
-    /// 0 start, 1 append, 3 commit without storing.
-    pub(crate) op: u8,
 }
 
 impl Batcher {

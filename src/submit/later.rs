@@ -31,7 +31,7 @@ use super::{kept, SubmitConfig};
 use crate::contract::{self, header};
 use crate::direct;
 use crate::error::{Error, ErrorKind};
-use crate::schedule::{manage, pattern};
+use crate::schedule::pattern;
 use crate::setup::{self, StreamSettings};
 
 /// A batch of delayed tasks, stored.
@@ -134,7 +134,7 @@ where
             "a unique key is taken when a task is queued, not when it is scheduled: drop --unique with --delay or --at",
         ));
     }
-    manage::require_jetstream(&client, "delayed tasks").await?;
+    crate::connect::require_jetstream(&client, "delayed tasks").await?;
     if config.create {
         let js = async_nats::jetstream::new(client.clone());
         setup::ensure_streams(&js, &StreamSettings::default()).await?;

@@ -19,6 +19,7 @@ mod later;
 mod publish;
 mod report;
 mod run;
+mod summary;
 mod window;
 pub(crate) mod wire;
 
@@ -33,14 +34,15 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::mpsc;
 
+use crate::check::{check_task_id, parse_timeout};
 use crate::contract;
-use crate::envelope::{check_task_id, parse_timeout};
 use crate::error::{Error, ErrorKind, ResultExt};
 use crate::setup::{self, StreamSettings};
 pub use collect::{results, BatchReport, CollectConfig, Collected, Collection};
 pub use control::TaskControls;
 pub use later::{submit_at, Scheduled};
-pub use report::{Latency, Summary, TaskEnd, TaskStatus};
+pub use report::{TaskEnd, TaskStatus};
+pub use summary::{Latency, Summary};
 
 /// How a submitter runs. `..Default::default()` fills what you do not set.
 #[derive(Debug, Clone)]

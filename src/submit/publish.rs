@@ -4,8 +4,8 @@
 use async_nats::{Client, HeaderMap, Message, Subject};
 use bytes::Bytes;
 
-use super::fast::{self, Slot};
-use super::wire::{self, Reply, Wire};
+use super::fast;
+use super::wire::{self, Reply, Slot, Wire};
 use crate::contract::{self, header};
 use crate::error::{Error, ErrorKind, ResultExt};
 

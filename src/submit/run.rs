@@ -17,7 +17,8 @@ use tokio::time::Instant;
 
 use super::control::{self, Keys};
 use super::publish::{Heard, Outbox, Task};
-use super::report::{EndTimes, Latency, Summary, TaskEnd, TaskStatus};
+use super::report::{TaskEnd, TaskStatus};
+use super::summary::{EndTimes, Latency, Summary};
 use super::window::{Ended, Window};
 use super::{kept, Event, SubmitConfig};
 use crate::contract;

@@ -21,7 +21,17 @@
 use async_nats::{Message, StatusCode};
 use serde::Deserialize;
 
-use super::fast::Slot;
+/// Where one message goes out: its batch, its sequence in it, its op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// The batch's number (names it).
+    pub(crate) batch: u64,
+    /// Its sequence in the batch.
+    pub(crate) seq: u64,
+    /// 0 start, 1 append, 3 commit without storing.
+    pub(crate) op: u8,
+}
+
 /// The reply subjects of one sender's batches: `<inbox>.<run>x<batch>.<flow>.fail.<seq>.<op>.$FI`,
 /// or `<inbox>.single.<seq>` once messages stand alone.
 #[derive(Debug, Clone)]

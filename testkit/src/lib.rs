@@ -30,12 +30,12 @@ pub mod secure;
 pub mod server;
 pub mod streams;
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use cluster::{run_cluster, Cluster};
-pub use process::{fleet, signal, spawn_submit, KillOnDrop, LogsOnFailure, NodeProc};
+pub use process::{fleet, nats, signal, spawn_submit, KillOnDrop, LogsOnFailure, NodeProc};
 pub use server::NatsServer;
 pub use streams::{read_stream, results_per_subject, stream_len, stream_state};
 
@@ -90,6 +90,11 @@ pub fn free_port() -> u16 {
         .local_addr()
         .expect("a bound address")
         .port()
+}
+
+/// A free TCP address on loopback.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, and returns that;

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use fleet::contract::READY_SIGNAL;
 
-use crate::fleet_bin;
 pub use crate::os::{signal, signal_pid};
 use crate::server::NatsServer;
+use crate::{fleet_bin, tool};
 
 /// A `fleet node` process; killed when dropped.
 #[derive(Debug)]
@@ -119,6 +119,15 @@ impl Drop for NodeProc {
 /// A `fleet` command against `server`, its standard input from `stdin`.
 pub fn fleet(server: &NatsServer, args: &[&str], stdin: &[u8]) -> Output {
     fleet_at(&server.url(), args, stdin)
+}
+
+/// The real `nats` CLI against `server`, run to its end.
+pub fn nats(server: &NatsServer, args: &[&str]) -> Output {
+    Command::new(tool("nats"))
+        .args(["--server", &server.url()])
+        .args(args)
+        .output()
+        .expect("running nats")
 }
 
 /// A `fleet` command against `urls`, its standard input from `stdin`.

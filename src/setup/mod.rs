@@ -1,0 +1,16 @@
+//! The streams and the groups' consumers: their configuration (pure, below),
+//! making them ([`apply`], what `fleet setup` runs with admin rights), and
+//! binding to a group's consumer ([`bind`], all a node needs).
+//!
+//! Nodes and submitters only bind: a role that may not create or edit
+//! streams never needs to. [`ensure_streams`] and [`ensure_consumer`] keep
+//! the single-machine convenience (`--create`): make what is missing.
+
+mod apply;
+mod config;
+
+pub use apply::{apply, bind, ensure_consumer, ensure_streams, Applied};
+pub use config::{
+    consumer_config, group_filters, stream_configs, GroupSettings, StreamSettings, CANCEL_MAX_AGE,
+    SCHEDULES_MAX_AGE,
+};
