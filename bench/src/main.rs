@@ -12,6 +12,7 @@ use fleet_bench::config::{Counts, FULL, QUICK, SLEEP_CONCURRENCY, SLEEP_TASK_S};
 use fleet_bench::report;
 use fleet_bench::rows::{rows, Runs};
 use fleet_bench::scenarios::{self, echo_line, hex_64k_line, lines_file, Bins, FleetRun, Run};
+use fleet_testkit::secure::Role;
 
 /// fleet against a hand-written ceiling, on servers of its own.
 #[derive(Debug, Parser)]
@@ -102,7 +103,7 @@ impl Bench {
         // back to back, so a slow minute of the machine hits them alike.
         for i in 1..=c.rounds {
             eprintln!(
-                "round {i} of {}: echo w256 (loop, Go, apalis, fleet), w1, more nodes, cluster, sha256",
+                "round {i} of {}: echo w256 (loop, Go, apalis, fleet; fleet under least privilege), w1, more nodes, cluster, sha256",
                 c.rounds
             );
             self.throughput_round(&inputs);
@@ -143,6 +144,28 @@ impl Bench {
                         b,
                         &FleetRun {
                             ephemeral,
+                            ..FleetRun::new("echo", &inputs.echo, 256)
+                        },
+                    )
+                },
+            );
+        }
+        self.secure_round(inputs);
+    }
+
+    /// Right after fleet kept with auth off (`nats.conf`), the same run
+    /// under least privilege (the shipped `deploy/secure/nats.conf`):
+    /// submitted by admin in the FLEET account, then by the tenant alice.
+    fn secure_round(&mut self, inputs: &Inputs) {
+        for (role, who) in [(Role::Admin, "admin"), (Role::Alice, "alice")] {
+            self.measure(
+                &format!("fleet_kept_w256_n1_secure_{who}"),
+                &format!("fleet kept w256 1 node, least privilege, {who} submits"),
+                |b| {
+                    scenarios::fleet(
+                        b,
+                        &FleetRun {
+                            submitter: Some(role),
                             ..FleetRun::new("echo", &inputs.echo, 256)
                         },
                     )

@@ -26,6 +26,9 @@ pub const ROWS: &[&str] = &[
     "echo_ephemeral_w256_4node",
     "echo_kept_w256_4node",
     "echo_kept_w256_cluster3",
+    "security_off_kept_w256",
+    "security_admin_kept_w256",
+    "security_alice_kept_w256",
     "go_plain_w256",
     "go_kept_w256",
     "apalis_echo",
@@ -132,6 +135,7 @@ pub fn rows(runs: &Runs, c: &Counts, cores: usize) -> Vec<Row> {
     let mut r = Vec::new();
     server_rows(&x, &mut r);
     echo_rows(&x, &mut r);
+    security_rows(&x, &mut r);
     peer_rows(&x, &mut r);
     latency_rows(&x, &mut r);
     handler_rows(&x, &mut r);
@@ -219,6 +223,63 @@ fn echo_rows(x: &Ctx<'_>, r: &mut Vec<Row>) {
             x.duplicates("fleet_kept_w256_cluster3")
         ),
     ));
+}
+
+/// fleet kept, window 256, 1 node, with auth off (`nats.conf`, no users:
+/// the runs of "kept, 1 node") and under least privilege (the shipped
+/// `deploy/secure/nats.conf`), submitted by admin and by a tenant; the
+/// runs of each round follow one another, so the ratios hold.
+fn security_rows(x: &Ctx<'_>, r: &mut Vec<Row>) {
+    let g = "security: least privilege on and off (steady tasks/s)";
+    let off = "fleet_kept_w256_n1";
+    r.push(row(
+        "security_off_kept_w256",
+        g,
+        "kept, 1 node, auth off",
+        x.rate(off),
+        "tasks/s",
+        None,
+        None,
+        None,
+        format!(
+            "{} tasks; nats.conf, no users: the runs of \"kept, 1 node\", the reference below",
+            x.c.tput
+        ),
+    ));
+    let cpu = |on: &str, of: fn(&Run) -> Option<f64>| {
+        x.per_100k(on, of)
+            .zip(x.per_100k(off, of))
+            .map_or(0.0, |(a, b)| a / b)
+    };
+    for (who, how) in [
+        ("admin", "admin submits in the FLEET account"),
+        (
+            "alice",
+            "tenant alice submits: tasks cross the service import into FLEET, results the stream imports back",
+        ),
+    ] {
+        let on = format!("fleet_kept_w256_n1_secure_{who}");
+        r.push(row(
+            &format!("security_{who}_kept_w256"),
+            g,
+            &format!("kept, 1 node, least privilege, {who} submits"),
+            x.rate(&on),
+            "tasks/s",
+            x.rate(off),
+            Some("fleet kept, auth off"),
+            None,
+            format!(
+                "{} tasks; deploy/secure/nats.conf as shipped: streams made by admin, the node as \
+                 the node role (_INBOX_node), {how}; CPU per task x{:.2} server, x{:.2} node, \
+                 x{:.2} submit of auth off (the server's: one bcrypt check per connection too)",
+                x.c.tput,
+                cpu(&on, |r| r.server_cpu_s),
+                cpu(&on, |r| r.node_cpu_s),
+                cpu(&on, |r| r.submit_cpu_s),
+            ) + &x.per_round(&on, off)
+                + &x.duplicates(&on),
+        ));
+    }
 }
 
 /// The Go loop and apalis-nats against the hand-written loop, and fleet
@@ -404,6 +465,33 @@ mod tests {
             tasks_per_s: whole,
             steady_tasks_per_s: steady,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn least_privilege_rows_are_held_to_fleet_kept_with_auth_off() {
+        let mut runs = Runs::new();
+        runs.insert("fleet_kept_w256_n1".into(), vec![echo(100.0, 90.0)]);
+        runs.insert(
+            "fleet_kept_w256_n1_secure_admin".into(),
+            vec![echo(95.0, 85.0)],
+        );
+        runs.insert(
+            "fleet_kept_w256_n1_secure_alice".into(),
+            vec![echo(80.0, 70.0)],
+        );
+        let rows = rows(&runs, &crate::config::QUICK, 2);
+        let find = |id: &str| rows.iter().find(|r| r.id == id).unwrap();
+        let off = find("security_off_kept_w256");
+        assert_eq!((off.value, off.ratio), (Some(100.0), None));
+        for (id, ratio) in [
+            ("security_admin_kept_w256", 0.95),
+            ("security_alice_kept_w256", 0.80),
+        ] {
+            let on = find(id);
+            assert_eq!(on.ceiling, Some(100.0), "{id}");
+            assert!((on.ratio.unwrap() - ratio).abs() < 1e-9, "{id}: {on:?}");
+            assert_eq!(on.group, off.group);
         }
     }
 

@@ -1,7 +1,8 @@
 //! `fleet-bench --quick` end to end: every scenario (fleet, the loop, the
-//! Go and apalis peers, the 3-server cluster) runs against real servers and
-//! processes and lands in the JSON report with a figure above zero. Quick
-//! counts prove the benchmark works; they measure nothing.
+//! Go and apalis peers, the 3-server cluster, fleet under the shipped
+//! least-privilege config as admin and as a tenant) runs against real
+//! servers and processes and lands in the JSON report with a figure above
+//! zero. Quick counts prove the benchmark works; they measure nothing.
 
 use std::process::Command;
 

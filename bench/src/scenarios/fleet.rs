@@ -1,5 +1,7 @@
 //! fleet's runs: `fleet setup`, nodes, then one `fleet submit` fed a file,
-//! on a fresh server of the test kit or on a fresh three-server cluster
+//! on a fresh server of the test kit (`nats.conf`, another config, or the
+//! shipped least-privilege `deploy/secure/nats.conf` with its roles,
+//! `fleet_testkit::secure`) or on a fresh three-server cluster
 //! (`fleet_testkit::cluster`, the shipped deploy/cluster configs); and a
 //! node left idle, for its memory.
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use fleet::contract::READY_SIGNAL;
+use fleet_testkit::secure::{Role, Secure};
 use fleet_testkit::NatsServer;
 
 use super::{server, Bins, Run, Summary};
@@ -33,6 +36,11 @@ pub struct FleetRun<'a> {
     pub ephemeral: bool,
     /// A server config other than `nats.conf`.
     pub conf: Option<&'a Path>,
+    /// Least privilege: the shipped `deploy/secure/nats.conf` (`conf` is
+    /// then ignored), streams made by admin, nodes as the node role (its
+    /// inbox prefix), `fleet submit` as this role: admin in the FLEET
+    /// account, or a tenant, whose tasks and results cross the imports.
+    pub submitter: Option<Role>,
     /// How long the submitter may take.
     pub timeout: Duration,
 }
@@ -48,6 +56,7 @@ impl<'a> FleetRun<'a> {
             concurrency: fleet::contract::DEFAULT_CONCURRENCY,
             ephemeral: false,
             conf: None,
+            submitter: None,
             timeout: Duration::from_secs(300),
         }
     }
@@ -57,8 +66,10 @@ impl<'a> FleetRun<'a> {
 struct Conn {
     /// `--server`: one URL, or all of a cluster's.
     urls: String,
-    /// Global flags of the operator (`fleet setup`) and the submitter.
+    /// Global flags of the operator (`fleet setup`).
     admin: Vec<String>,
+    /// Global flags of the submitter.
+    submit: Vec<String>,
     /// Global flags of the nodes.
     node: Vec<String>,
     /// Whether nodes run the dev handlers (`sleep`, `fail`) too; not on the
@@ -133,7 +144,7 @@ fn submit(
     let summary_path = dir.join("summary.json");
     let mut cmd = Command::new(&bins.fleet);
     cmd.args(["--server", &conn.urls])
-        .args(&conn.admin)
+        .args(&conn.submit)
         .args(["submit", run.kind, "--no-progress"])
         .args(["--window", &run.window.to_string()])
         .arg("--summary-json")
@@ -160,16 +171,26 @@ fn submit(
     Ok((finished, summary))
 }
 
-/// `run.nodes` fleet nodes and one `fleet submit`, on a fresh server.
+/// `run.nodes` fleet nodes and one `fleet submit`, on a fresh server: one
+/// from `nats.conf` (or `run.conf`) with no users, or, with
+/// `run.submitter`, the shipped least-privilege setup with its roles, which
+/// fails the run when the server logged a permission violation.
 pub fn fleet(bins: &Bins, run: &FleetRun<'_>) -> anyhow::Result<Run> {
-    let server = server(run.conf);
-    let d = server.dir.path();
+    let server = match run.submitter {
+        Some(_) => Secure::start().server,
+        None => server(run.conf),
+    };
+    // Under least privilege every process connects as its role; with no
+    // users, as nobody.
+    let as_role = |role: Role| run.submitter.map(|_| role.flags()).unwrap_or_default();
     let conn = Conn {
         urls: server.url(),
-        admin: Vec::new(),
-        node: Vec::new(),
+        admin: as_role(Role::Admin),
+        submit: run.submitter.map(Role::flags).unwrap_or_default(),
+        node: as_role(Role::Node),
         dev_builtins: true,
     };
+    let d = server.dir.path();
     setup(bins, &conn, &[])?;
     let mut nodes = start_nodes(bins, &conn, run, d)?;
     let server_pid = server.pid().context("the server runs")?;
@@ -178,6 +199,14 @@ pub fn fleet(bins: &Bins, run: &FleetRun<'_>) -> anyhow::Result<Run> {
     let server_cpu = cpu_seconds(server_pid) - server0;
     let (node_cpu, node_rss) = stop_nodes(&mut nodes)?;
     let (finished, summary) = submitted?;
+    let violations = server.violations();
+    if !violations.is_empty() {
+        bail!(
+            "{} permission violation(s) in the server's log, the first: {}",
+            violations.len(),
+            violations[0]
+        );
+    }
     Ok(Run {
         node_cpu_s: Some(node_cpu),
         server_cpu_s: Some(server_cpu),
@@ -207,6 +236,7 @@ pub fn cluster(bins: &Bins, run: &FleetRun<'_>) -> anyhow::Result<Run> {
     let conn = Conn {
         urls: cluster.urls(),
         admin: cluster.flags("admin"),
+        submit: cluster.flags("admin"),
         node: cluster.flags("node"),
         dev_builtins: false,
     };
@@ -241,6 +271,7 @@ pub fn idle_rss(bins: &Bins, idle: Duration) -> anyhow::Result<Run> {
     let conn = Conn {
         urls: url.clone(),
         admin: Vec::new(),
+        submit: Vec::new(),
         node: Vec::new(),
         dev_builtins: false,
     };
