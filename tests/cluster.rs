@@ -89,6 +89,22 @@ fn three_server_cluster_survives_a_killed_server_mid_batch() {
         }
     });
 
+    // The server that leads TASKS, found before the batch: looked up once
+    // results flow, a fast batch could be over before the answer came.
+    let leader = rt.block_on(async {
+        let js = async_nats::jetstream::new(cluster.client(0, "admin").await);
+        let info = stream_info_when(
+            &js,
+            "TASKS",
+            Instant::now() + Duration::from_secs(5),
+            |_| true,
+        )
+        .await;
+        info.cluster
+            .and_then(|c| c.leader)
+            .expect("TASKS has a leader")
+    });
+
     // Distinct payloads, so a result given to the wrong task shows.
     let lines: Vec<String> = (0..TASKS)
         .map(|i| format!("cluster-{i}-{}", &sha256_hex(i.to_string().as_bytes())[..8]))
@@ -131,19 +147,6 @@ fn three_server_cluster_survives_a_killed_server_mid_batch() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let leader = rt.block_on(async {
-        let js = async_nats::jetstream::new(cluster.client(0, "admin").await);
-        let info = stream_info_when(
-            &js,
-            "TASKS",
-            Instant::now() + Duration::from_secs(5),
-            |_| true,
-        )
-        .await;
-        info.cluster
-            .and_then(|c| c.leader)
-            .expect("TASKS has a leader")
-    });
     let victim = cluster
         .index_of(&leader)
         .unwrap_or_else(|| panic!("leader {leader:?} is none of ours"));

@@ -52,7 +52,18 @@ fn start(args: &[&str]) -> Dev {
     {
         match lines.recv_timeout(Duration::from_secs(120)) {
             Ok(line) => seen.push(line),
-            Err(_) => panic!("bin/dev is stuck:\n{}", seen.join("\n")),
+            Err(_) => {
+                // Stuck, or it stopped: what it said on standard error says why.
+                let _ = child.kill();
+                let mut err = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+                }
+                panic!(
+                    "bin/dev did not get to Ctrl-C:\n{}\n-- stderr:\n{err}",
+                    seen.join("\n")
+                )
+            }
         }
     }
     Dev {
