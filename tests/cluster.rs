@@ -67,6 +67,26 @@ fn three_server_cluster_survives_a_killed_server_mid_batch() {
         text(&scheduled.stderr)
     );
     let scheduled_at = Instant::now();
+    // Its first firing, before the fault: on a cluster just made, the
+    // sourcing from SCHEDULES into TASKS can take a while to start.
+    rt().block_on(async {
+        let limit = Instant::now() + Duration::from_secs(60);
+        loop {
+            let kept = kept_per_subject(&cluster, 0, limit).await;
+            if kept.keys().any(|s| s.starts_with("results.sched.tick.")) {
+                break;
+            }
+            assert!(
+                Instant::now() < limit,
+                "the schedule did not fire within 60 s of being added"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    eprintln!(
+        "first firing kept {:?} after the schedule was added",
+        scheduled_at.elapsed()
+    );
 
     let rt = rt();
     // fleet setup --replicas 3 took effect: every stream has three replicas.
