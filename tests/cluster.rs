@@ -311,19 +311,34 @@ fn three_server_cluster_survives_a_killed_server_mid_batch() {
             "{} firings in {elapsed:.1}s of a schedule every second",
             before.len()
         );
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let after =
-            ticks(&kept_per_subject(&cluster, survivor, limit + Duration::from_secs(4)).await);
-        assert!(
-            after.len() >= before.len() + 2,
-            "the schedule stopped firing after the failover: {} firings, then {} 4s later",
-            before.len(),
-            after.len()
-        );
+        // It fires on after the failover. Seen on 2.15.2 under load: once
+        // in about seven runs the firings stall for a while after the
+        // server is killed (a new leader for SCHEDULES, or TASKS' source
+        // from it set up again); what must hold is that they come back.
+        let waited = Instant::now();
+        let after = loop {
+            let after = ticks(
+                &kept_per_subject(&cluster, survivor, Instant::now() + Duration::from_secs(10))
+                    .await,
+            );
+            if after.len() >= before.len() + 2 {
+                break after;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(90),
+                "the schedule stopped firing after the failover: {} firings, then {} {:?} later",
+                before.len(),
+                after.len(),
+                waited.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        assert!(after.iter().all(|&c| c == 1), "a firing has two results");
         eprintln!(
-            "schedule: {} firings in {elapsed:.1}s, {} 4s later",
+            "schedule: {} firings in {elapsed:.1}s, {} after {:?} more",
             before.len(),
-            after.len()
+            after.len(),
+            waited.elapsed()
         );
     });
 
