@@ -28,33 +28,8 @@ fn mixed_faults_twenty_thousand_tasks() {
             break;
         }
         let victim = rng.below(s.nodes.len() as u64) as usize;
-        match fault {
-            "SIGKILL node" => {
-                s.nodes[victim].signal("KILL");
-                let _ = s.nodes[victim].wait_exit(Duration::from_secs(5));
-                s.nodes.remove(victim);
-                s.add_node();
-            }
-            "SIGSTOP node past ack_wait" => {
-                s.nodes[victim].signal("STOP");
-                std::thread::sleep(Duration::from_millis(2500));
-                s.nodes[victim].signal("CONT");
-            }
-            "SIGTERM node" => {
-                s.nodes[victim].signal("TERM");
-                let status = s.nodes[victim].wait_exit(Duration::from_secs(10));
-                assert!(
-                    status.is_some_and(|st| st.success()),
-                    "graceful stop failed"
-                );
-                s.nodes.remove(victim);
-                s.add_node();
-            }
-            _ => {
-                s.secure.server.stop();
-                std::thread::sleep(Duration::from_millis(500));
-                s.secure.server.restart();
-            }
+        if !node_fault(&mut s, victim, fault) {
+            restart_server(&mut s);
         }
         injected.push(fault);
     }
@@ -70,6 +45,43 @@ fn mixed_faults_twenty_thousand_tasks() {
         "the batch ended before the faults were injected: {injected:?}"
     );
     assert_nothing_lost(&report, s.tasks);
+}
+
+/// Injects `fault` into node `victim` if it is a node fault (a node killed
+/// or stopped is replaced by a new one); false for any other fault.
+fn node_fault(s: &mut Scenario, victim: usize, fault: &str) -> bool {
+    match fault {
+        "SIGKILL node" => {
+            s.nodes[victim].signal("KILL");
+            let _ = s.nodes[victim].wait_exit(Duration::from_secs(5));
+            s.nodes.remove(victim);
+            s.add_node();
+        }
+        "SIGSTOP node past ack_wait" => {
+            s.nodes[victim].signal("STOP");
+            std::thread::sleep(Duration::from_millis(2500));
+            s.nodes[victim].signal("CONT");
+        }
+        "SIGTERM node" => {
+            s.nodes[victim].signal("TERM");
+            let status = s.nodes[victim].wait_exit(Duration::from_secs(10));
+            assert!(
+                status.is_some_and(|st| st.success()),
+                "graceful stop failed"
+            );
+            s.nodes.remove(victim);
+            s.add_node();
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Stops the server and starts it again on the same store.
+fn restart_server(s: &mut Scenario) {
+    s.secure.server.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    s.secure.server.restart();
 }
 
 /// Publishes, as admin, delayed tasks of kind `sleep` (id, payload, due
@@ -176,33 +188,11 @@ fn mixed_faults_with_delays_and_cancels() {
         std::thread::sleep(Duration::from_millis(300 + rng.below(700)));
         assert_running(&mut submit);
         let victim = rng.below(s.nodes.len() as u64) as usize;
+        if node_fault(&mut s, victim, fault) {
+            continue;
+        }
         match *fault {
-            "SIGKILL node" => {
-                s.nodes[victim].signal("KILL");
-                let _ = s.nodes[victim].wait_exit(Duration::from_secs(5));
-                s.nodes.remove(victim);
-                s.add_node();
-            }
-            "SIGSTOP node past ack_wait" => {
-                s.nodes[victim].signal("STOP");
-                std::thread::sleep(Duration::from_millis(2500));
-                s.nodes[victim].signal("CONT");
-            }
-            "SIGTERM node" => {
-                s.nodes[victim].signal("TERM");
-                let status = s.nodes[victim].wait_exit(Duration::from_secs(10));
-                assert!(
-                    status.is_some_and(|st| st.success()),
-                    "graceful stop failed"
-                );
-                s.nodes.remove(victim);
-                s.add_node();
-            }
-            "restart nats-server" => {
-                s.secure.server.stop();
-                std::thread::sleep(Duration::from_millis(500));
-                s.secure.server.restart();
-            }
+            "restart nats-server" => restart_server(&mut s),
             "cancel long tasks" => cancel_as_admin(&s, Some("alice"), first, &mut said),
             "cancel delayed tasks" => cancel_as_admin(&s, None, &doomed, &mut said),
             _ => {
