@@ -148,7 +148,17 @@ fn sigkill_mid_batch_loses_nothing() {
         &input,
         &out_file,
     );
-    std::thread::sleep(Duration::from_millis(400));
+    // Mid-batch, and with tasks of its own in flight: once node1 has
+    // finished some (a fixed wait kills it before it starts, on a busy machine).
+    eventually(Duration::from_secs(30), "node1 running tasks", || {
+        // Lines as they are written: the last one may be half there.
+        let done = std::fs::read_to_string(&out_file).unwrap_or_default();
+        done.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["node"] == "node1")
+            .nth(4)
+            .map(|_| ())
+    });
     nodes[0].signal("KILL");
     let status = submit.wait().unwrap();
     let stdout = std::fs::read(&out_file).unwrap();
