@@ -32,10 +32,11 @@ pub fn source_seq(value: &str) -> Option<u64> {
 /// names its schedule (`Task-Schedule`), no `Task-Id`, and came from
 /// `SCHEDULES`. `None` for any other task (it keeps the usual id).
 pub fn task_id(headers: &HeaderMap) -> Option<String> {
+    // Task-Schedule first: most tasks have none, and stop at one lookup.
+    let name = headers.get(header::TASK_SCHEDULE)?.as_str();
     if headers.get(header::TASK_ID).is_some() {
         return None;
     }
-    let name = headers.get(header::TASK_SCHEDULE)?.as_str();
     let seq = source_seq(headers.get(header::STREAM_SOURCE)?.as_str())?;
     Some(contract::occurrence_task_id(name, seq))
 }
