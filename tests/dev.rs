@@ -21,7 +21,9 @@ struct Dev {
 
 fn start(args: &[&str]) -> Dev {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    // bin/dev derives its monitoring port (+4000) and its three nodes'
+    // metrics ports (+1001..+1003) from this one.
+    let port = free_port_block(&[0, 1001, 1002, 1003, 4000]);
     // Ctrl-C is SIGINT. A shell started in the background inherits SIGINT
     // ignored and cannot trap it, so give bin/dev the default disposition,
     // as a terminal would.

@@ -92,6 +92,34 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A base port `b` such that `b + o` is free on loopback for every offset
+/// `o`, for a program that derives its ports from one (`bin/dev`: server,
+/// monitoring and each node's metrics). Chosen below the kernel's ephemeral
+/// range (32768 and up here), where [`free_port`]'s ports and every
+/// outgoing connection's local port live: a derived port there could be
+/// taken by a connection between this check and its use.
+pub fn free_port_block(offsets: &[u16]) -> u16 {
+    let span = offsets.iter().copied().max().unwrap_or(0);
+    let low = 10_000u16;
+    let high = 32_000u16.saturating_sub(span);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .subsec_nanos();
+    let mut pick =
+        crate::rng::XorShift::seeded(u64::from(nanos) ^ u64::from(std::process::id()) << 32);
+    for _ in 0..1000 {
+        let base = low + pick.below(u64::from(high - low)) as u16;
+        let free = offsets
+            .iter()
+            .all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no block of free loopback ports at offsets {offsets:?} below {high}");
+}
+
 /// A free TCP address on loopback.
 pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))

@@ -22,6 +22,11 @@ impl XorShift {
         XorShift(seed.max(1))
     }
 
+    /// Seeded with `seed`, silently (not a fault run's replayable source).
+    pub fn seeded(seed: u64) -> Self {
+        XorShift(seed.max(1))
+    }
+
     /// The next number.
     pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
