@@ -88,6 +88,10 @@ pub mod header {
     pub const TASK_UNIQUE: &str = "Task-Unique";
     /// On tasks: how long the unique key stays taken after the task ends.
     pub const TASK_UNIQUE_FOR: &str = "Task-Unique-For";
+    /// On recurring schedules and the tasks they fire (`--catch-up`): a
+    /// fired task not started within this long of entering `TASKS` is not
+    /// run (`408 expired`), as if it carried a deadline that far out.
+    pub const TASK_CATCH_UP: &str = "Task-Catch-Up";
     /// On recurring schedules and the tasks they fire: the schedule's name.
     pub const TASK_SCHEDULE: &str = "Task-Schedule";
     /// Set by the server on a task a schedule fired: the schedule's subject.

@@ -49,6 +49,9 @@ pub(crate) struct TaskControl {
     pub(crate) result_ttl: Option<Duration>,
     /// The unique key the task holds.
     pub(crate) unique: Option<UniqueKey>,
+    /// A schedule's catch-up window (`Task-Catch-Up`): counted from when
+    /// the task was stored, see [`TaskControl::anchor`].
+    pub(crate) catch_up: Option<Duration>,
 }
 
 impl TaskControl {
@@ -80,7 +83,23 @@ impl TaskControl {
         if let Some(value) = get(header::RESULT_TTL) {
             self.result_ttl = Some(parse_ttl(header::RESULT_TTL, value)?);
         }
+        if let Some(value) = get(header::TASK_CATCH_UP) {
+            self.catch_up = Some(parse_ttl(header::TASK_CATCH_UP, value)?);
+        }
         Ok(())
+    }
+
+    /// Turns a catch-up window into a deadline once the task's stored time
+    /// is known: `stored + window`, or the task's own `Task-Deadline` if
+    /// that is earlier. A fired occurrence that waited longer than its
+    /// window (no node up, a backlog, a pause) then ends `408 expired`
+    /// without running, and one that started in time is never cut short:
+    /// the node, not the server's TTL, decides.
+    pub(crate) fn anchor(&mut self, stored: SystemTime) {
+        if let Some(window) = self.catch_up {
+            let by_window = stored + window;
+            self.deadline = Some(self.deadline.map_or(by_window, |d| d.min(by_window)));
+        }
     }
 
     /// Adds what the result of this task carries: its `Nats-TTL`, and on an
@@ -245,6 +264,48 @@ mod tests {
     }
 
     #[test]
+    fn a_catch_up_window_counts_from_the_stored_time() {
+        let stored = at("2026-11-28T09:00:00Z");
+        let mut c = TaskControl::default();
+        c.read(&headers(&[("Task-Catch-Up", "10m")])).unwrap();
+        assert_eq!(
+            c.deadline, None,
+            "no deadline before the stored time is known"
+        );
+        c.anchor(stored);
+        assert_eq!(c.deadline, Some(at("2026-11-28T09:10:00Z")));
+        assert!(expired(c.deadline, at("2026-11-28T09:09:59Z")).is_none());
+        let err = expired(c.deadline, at("2026-11-28T09:10:01Z")).expect("expired");
+        assert_eq!(err.code(), 408);
+
+        // An earlier Task-Deadline wins; a later one gives way to the window.
+        for (deadline, wanted) in [
+            ("2026-11-28T09:05:00Z", "2026-11-28T09:05:00Z"),
+            ("2026-11-28T10:00:00Z", "2026-11-28T09:10:00Z"),
+        ] {
+            let mut c = TaskControl::default();
+            c.read(&headers(&[
+                ("Task-Catch-Up", "600"),
+                ("Task-Deadline", deadline),
+            ]))
+            .unwrap();
+            c.anchor(stored);
+            assert_eq!(c.deadline, Some(at(wanted)));
+        }
+
+        // Without a window, anchoring changes nothing.
+        let mut c = TaskControl::default();
+        c.anchor(stored);
+        assert_eq!(c, TaskControl::default());
+
+        let err = TaskControl::default()
+            .read(&headers(&[("Task-Catch-Up", "soon")]))
+            .unwrap_err();
+        assert_eq!(err.code(), 400);
+        assert!(err.message().contains("Task-Catch-Up"), "{}", err.message());
+    }
+
+    #[test]
     fn deadlines_take_rfc3339_with_any_offset() {
         assert_eq!(
             parse_deadline("2026-12-01T09:00:00Z").unwrap(),
@@ -366,6 +427,7 @@ mod tests {
                     key: "r-1".into(),
                     hold_for: Some(Duration::from_secs(3600)),
                 }),
+                catch_up: None,
             }
         );
         let mut none = TaskControl::default();
@@ -396,7 +458,7 @@ mod tests {
         let c = TaskControl {
             deadline: Some(d),
             result_ttl: Some(Duration::from_secs(2)),
-            unique: None,
+            ..TaskControl::default()
         };
         let mut h = HeaderMap::new();
         c.result_headers(None, &mut h);

@@ -277,6 +277,143 @@ fn a_schedule_fires_once_per_occurrence_across_a_restart_until_removed() {
     eprintln!("firings {} apart (ms): {gaps:?}", fired.len());
 }
 
+/// Tasks the group `workers` has handed out and not had acked.
+fn ack_pending(url: &str) -> usize {
+    rt().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        let stream = js.get_stream("TASKS").await.unwrap();
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer("workers").await.unwrap();
+        consumer.info().await.unwrap().num_ack_pending
+    })
+}
+
+/// Every result kept under `results.<prefix>…`: its `Task-Id`, its error
+/// code (`None` when ok) and its `Task-Started`.
+fn coded_results(url: &str, prefix: &str) -> Vec<(String, Option<String>, SystemTime)> {
+    rt().block_on(read_stream(url, "RESULTS"))
+        .iter()
+        .filter(|m| m.subject.starts_with(&format!("results.{prefix}")))
+        .map(|m| {
+            let started = header(m, "Task-Started").expect("Task-Started");
+            (
+                header(m, "Task-Id").unwrap_or_default().to_string(),
+                header(m, "Nats-Service-Error-Code").map(str::to_string),
+                humantime::parse_rfc3339(started).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// `--catch-up 2s`: with no node up, the runs that waited in the queue
+/// longer than 2 s end `408 expired` without running, the ones after run;
+/// and the window never cuts a started task short: a task (here from the
+/// `nats` CLI, `Task-Catch-Up: 1s`) whose node is SIGKILLed after its
+/// window is still queued, and ends with exactly one result.
+#[test]
+fn a_catch_up_window_expires_stale_runs_and_never_drops_a_started_one() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let setup = fleet(&server, &["setup", "--ack-wait", "2s"], b"");
+    assert!(setup.status.success(), "{}", text(&setup.stderr));
+    let add = [
+        "schedule",
+        "add",
+        "tick",
+        "--every",
+        "1s",
+        "--catch-up",
+        "2s",
+        "echo",
+        "ping",
+    ];
+    let added = fleet(&server, &add, b"");
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let listed = fleet(&server, &["schedule", "list", "--json"], b"");
+    assert_eq!(
+        json_lines(&listed.stdout)[0]["catch_up"],
+        "2s",
+        "{}",
+        text(&listed.stdout)
+    );
+
+    // No node up: firings wait in the queue.
+    eventually(Duration::from_secs(15), "five firings queued", || {
+        (firing_times(&url).len() >= 5).then_some(())
+    });
+    let node1 = NodeProc::spawn(&server, "node1", &["--ack-wait", "2s"]);
+    let up = SystemTime::now();
+    eventually(
+        Duration::from_secs(15),
+        "two runs after the node came up",
+        || {
+            let ran = coded_results(&url, "sched.tick.")
+                .into_iter()
+                .filter(|(_, code, started)| code.is_none() && *started > up)
+                .count();
+            (ran >= 2).then_some(())
+        },
+    );
+    let removed = fleet(&server, &["schedule", "remove", "tick"], b"");
+    assert!(removed.status.success(), "{}", text(&removed.stderr));
+    let fired = firing_times(&url);
+    let results = eventually(Duration::from_secs(10), "a result for every firing", || {
+        let r = coded_results(&url, "sched.tick.");
+        (r.len() >= fired.len()).then_some(r)
+    });
+    assert_eq!(results.len(), fired.len(), "one result per firing");
+    let (mut expired, mut ran) = (0, 0);
+    for (id, code, started) in &results {
+        let seq: u64 = id.rsplit('.').next().unwrap().parse().unwrap();
+        let waited = millis_after(*started, fired[&seq]);
+        match code.as_deref() {
+            Some("408") => {
+                expired += 1;
+                assert!(waited > 1900, "{id} expired after {waited} ms in the queue");
+            }
+            None => {
+                ran += 1;
+                assert!(waited < 2500, "{id} ran after {waited} ms in the queue");
+            }
+            other => panic!("{id}: unexpected code {other:?}"),
+        }
+    }
+    assert!(expired >= 2 && ran >= 2, "{expired} expired, {ran} ran");
+
+    // Started within its window, its node killed after it: the task is
+    // still queued, redelivered after ack_wait and answered, once.
+    let published = nats(
+        &server,
+        &[
+            "req",
+            "tasks.sleep",
+            "3s",
+            "-H",
+            "Task-Id:slow",
+            "-H",
+            "Task-Catch-Up:1s",
+        ],
+    );
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    eventually(Duration::from_secs(5), "node1 runs the slow task", || {
+        (ack_pending(&url) == 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    node1.signal("KILL");
+    let _node2 = NodeProc::spawn(&server, "node2", &["--ack-wait", "2s"]);
+    let slow = eventually(Duration::from_secs(15), "the slow task's result", || {
+        let r = coded_results(&url, "slow");
+        (!r.is_empty()).then_some(r)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(coded_results(&url, "slow").len(), 1, "exactly one result");
+    assert_eq!(
+        slow[0].1.as_deref(),
+        Some("408"),
+        "past its window when redelivered"
+    );
+}
+
 /// A tenant's connection cannot schedule: `--delay` and `fleet schedule`
 /// are refused with a clear error (exit 2), nothing is stored.
 #[test]

@@ -72,8 +72,9 @@ pub(crate) struct AddArgs {
     /// The IANA time zone of the cron line (default UTC), e.g. Europe/Paris.
     #[arg(long)]
     pub(crate) tz: Option<String>,
-    /// A task not started within this long after it fired leaves the queue
-    /// unrun (no node up, a backlog). Default: it waits as long as it takes.
+    /// A run not started within this long after it fired is not run: it
+    /// ends 408 expired (no node up, a backlog, a pause). Default: it waits
+    /// as long as it takes.
     #[arg(long)]
     pub(crate) catch_up: Option<humantime::Duration>,
     /// Task-Timeout of each task, e.g. 30s.

@@ -51,7 +51,12 @@ pub(super) async fn run(shared: &Shared, mut msg: jetstream::Message, slot: Slot
     metrics.started(waited(started, delivery.stored_ns), delivery.attempt);
     let read = Envelope::read(Some(&headers), tenant, delivery.stream_seq, &shared.limits);
     let (envelope, outcome) = match read {
-        Ok(envelope) => {
+        Ok(mut envelope) => {
+            if envelope.control.catch_up.is_some() {
+                let stored = UNIX_EPOCH
+                    + Duration::from_nanos(u64::try_from(delivery.stored_ns).unwrap_or(0));
+                envelope.control.anchor(stored);
+            }
             let outcome = execute(shared, &msg, &headers, kind, delivery, &envelope).await;
             (envelope, outcome)
         }

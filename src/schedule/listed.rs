@@ -29,8 +29,8 @@ pub struct Schedule {
     /// The IANA time zone of a cron line (UTC when none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
-    /// How long an occurrence may wait in the queue before it leaves it
-    /// (`Nats-Schedule-TTL`), when set (`--catch-up`).
+    /// How long an occurrence may wait in the queue and still run
+    /// (`Task-Catch-Up`), when set (`--catch-up`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catch_up: Option<String>,
     /// `Task-Timeout` of each occurrence, when set.
@@ -95,7 +95,8 @@ impl Schedule {
             kind: kind.to_string(),
             pattern: text(header::SCHEDULE)?,
             time_zone: text(header::SCHEDULE_TIME_ZONE),
-            catch_up: text(header::SCHEDULE_TTL),
+            // Schedules added before Task-Catch-Up had only the TTL.
+            catch_up: text(header::TASK_CATCH_UP).or_else(|| text(header::SCHEDULE_TTL)),
             task_timeout: text(header::TASK_TIMEOUT),
             stored: stored.time.clone(),
             seq: stored.seq,

@@ -80,7 +80,12 @@ impl Recurring {
             h.insert(header::SCHEDULE_TIME_ZONE, zone.as_str());
         }
         if let Some(catch_up) = self.catch_up {
-            h.insert(header::SCHEDULE_TTL, pattern::ttl_value(catch_up).as_str());
+            // The node decides (each fired task carries the window and is
+            // answered `408 expired` past it, never dropped while it runs);
+            // the TTL only clears out, an hour later, what no node took.
+            h.insert(header::TASK_CATCH_UP, pattern::ttl_value(catch_up).as_str());
+            let backstop = catch_up + crate::control::DEADLINE_GRACE;
+            h.insert(header::SCHEDULE_TTL, pattern::ttl_value(backstop).as_str());
         }
         if let Some(timeout) = &self.task_timeout {
             crate::check::parse_timeout(timeout)
@@ -272,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn cron_lines_take_a_zone_and_catch_up_becomes_each_tasks_ttl() {
+    fn cron_lines_take_a_zone_and_catch_up_becomes_each_tasks_window() {
         let s = Recurring {
             repeat: Repeat::Cron("0 2 * * *".into()),
             time_zone: Some("Europe/Paris".into()),
@@ -283,7 +288,9 @@ mod tests {
         let h = s.headers().unwrap();
         assert_eq!(get(&h, "Nats-Schedule"), Some("0 0 2 * * *"));
         assert_eq!(get(&h, "Nats-Schedule-Time-Zone"), Some("Europe/Paris"));
-        assert_eq!(get(&h, "Nats-Schedule-TTL"), Some("600s"));
+        assert_eq!(get(&h, "Task-Catch-Up"), Some("600s"));
+        // An hour more, so the server never drops a task a node still runs.
+        assert_eq!(get(&h, "Nats-Schedule-TTL"), Some("4200s"));
         assert_eq!(get(&h, "Task-Timeout"), Some("30s"));
     }
 
