@@ -17,6 +17,7 @@
 //! | [`rng`] | a seeded random source whose seed is printed, to replay a run |
 //! | [`browser`] | headless Chromium over the DevTools protocol, for pages |
 //! | [`http`] | plain HTTP requests to a local address, and Prometheus text read back |
+//! | [`toxiproxy`] | Toxiproxy between clients and a server: latency, stalls, resets per link |
 
 pub mod auth;
 pub mod browser;
@@ -29,6 +30,7 @@ pub mod rng;
 pub mod secure;
 pub mod server;
 pub mod streams;
+pub mod toxiproxy;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
