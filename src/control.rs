@@ -90,14 +90,15 @@ impl TaskControl {
     }
 
     /// Turns a catch-up window into a deadline once the task's stored time
-    /// is known: `stored + window`, or the task's own `Task-Deadline` if
-    /// that is earlier. A fired occurrence that waited longer than its
-    /// window (no node up, a backlog, a pause) then ends `408 expired`
-    /// without running, and one that started in time is never cut short:
-    /// the node, not the server's TTL, decides.
-    pub(crate) fn anchor(&mut self, stored: SystemTime) {
+    /// (and, for a schedule's run, when it was `due`, if known) is known:
+    /// the earlier of the two plus the window, or the task's own
+    /// `Task-Deadline` if that is earlier. A run that waited longer than
+    /// its window (no node up, a backlog, a pause, the server down at its
+    /// time) then ends `408 expired` without running, and one that started
+    /// in time is never cut short: the node, not the server's TTL, decides.
+    pub(crate) fn anchor(&mut self, stored: SystemTime, due: Option<SystemTime>) {
         if let Some(window) = self.catch_up {
-            let by_window = stored + window;
+            let by_window = due.map_or(stored, |d| d.min(stored)) + window;
             self.deadline = Some(self.deadline.map_or(by_window, |d| d.min(by_window)));
         }
     }
@@ -272,8 +273,12 @@ mod tests {
             c.deadline, None,
             "no deadline before the stored time is known"
         );
-        c.anchor(stored);
+        c.anchor(stored, None);
         assert_eq!(c.deadline, Some(at("2026-11-28T09:10:00Z")));
+        // Due an hour before it was stored (the server was down then).
+        let mut late = c.clone();
+        late.anchor(stored, Some(at("2026-11-28T08:00:00Z")));
+        assert_eq!(late.deadline, Some(at("2026-11-28T08:10:00Z")));
         assert!(expired(c.deadline, at("2026-11-28T09:09:59Z")).is_none());
         let err = expired(c.deadline, at("2026-11-28T09:10:01Z")).expect("expired");
         assert_eq!(err.code(), 408);
@@ -289,15 +294,13 @@ mod tests {
                 ("Task-Deadline", deadline),
             ]))
             .unwrap();
-            c.anchor(stored);
+            c.anchor(stored, None);
             assert_eq!(c.deadline, Some(at(wanted)));
         }
-
         // Without a window, anchoring changes nothing.
         let mut c = TaskControl::default();
-        c.anchor(stored);
+        c.anchor(stored, Some(stored));
         assert_eq!(c, TaskControl::default());
-
         let err = TaskControl::default()
             .read(&headers(&[("Task-Catch-Up", "soon")]))
             .unwrap_err();

@@ -2,7 +2,7 @@
 //! with a request body: every message on the subjects a filter covers from
 //! a sequence on (`next_by_subj` with a batch, in pages), the last message
 //! among the subjects a wildcard covers (`last_by_subj`; verified on
-//! nats-server 2.15.2).
+//! nats-server 2.15.2), the last message on one subject up to a sequence.
 //!
 //! A batch is answered with one message per stored message, then a status
 //! 204 "EOB" whose `Nats-Num-Pending` says how many are left; the next page
@@ -37,6 +37,10 @@ struct Request<'a> {
     last_by_subj: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    multi_last: Option<[&'a str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    up_to_seq: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     batch: Option<usize>,
 }
@@ -220,6 +224,26 @@ pub(crate) async fn last(
 ) -> Result<Option<Stored>, Error> {
     let request = Request {
         last_by_subj: Some(subject),
+        ..Default::default()
+    };
+    Ok(ask(client, stream, &request).await?.0.pop())
+}
+
+/// The last message on the literal `subject` at or before sequence
+/// `up_to` (`multi_last` with `up_to_seq`: one subject, so never over the
+/// 1024-subject bound; verified on nats-server 2.15.2), if any.
+///
+/// # Errors
+/// As [`from_seq`].
+pub(crate) async fn last_up_to(
+    client: &Client,
+    stream: &str,
+    subject: &str,
+    up_to: u64,
+) -> Result<Option<Stored>, Error> {
+    let request = Request {
+        multi_last: Some([subject]),
+        up_to_seq: Some(up_to),
         ..Default::default()
     };
     Ok(ask(client, stream, &request).await?.0.pop())

@@ -169,11 +169,12 @@ fn occurrence_results(url: &str) -> Vec<(String, String, SystemTime)> {
         .collect()
 }
 
-/// `fleet schedule add … --every 2s` with three nodes: each firing runs
-/// once (one result, one id), firings are 2 s apart and go on across a
-/// nats-server restart (the runs missed while it was down fire once, at
-/// startup); `fleet schedule list` shows the next and last run; after
-/// `fleet schedule remove` it fires no more.
+/// `fleet schedule add … --every 2s --catch-up 2s` with three nodes: each
+/// firing runs once (one result, one id), firings are 2 s apart and go on
+/// across a nats-server restart (the runs missed while it was down fire
+/// once, at startup, and that run is past its window: `408 expired`);
+/// `fleet schedule list` shows the next and last run; after `fleet
+/// schedule remove` it fires no more.
 #[test]
 fn a_schedule_fires_once_per_occurrence_across_a_restart_until_removed() {
     let mut server = NatsServer::start();
@@ -183,7 +184,17 @@ fn a_schedule_fires_once_per_occurrence_across_a_restart_until_removed() {
         .collect();
     let added = fleet(
         &server,
-        &["schedule", "add", "tick", "--every", "2s", "echo", "ping"],
+        &[
+            "schedule",
+            "add",
+            "tick",
+            "--every",
+            "2s",
+            "--catch-up",
+            "2s",
+            "echo",
+            "ping",
+        ],
         b"",
     );
     assert!(added.status.success(), "{}", text(&added.stderr));
@@ -273,6 +284,22 @@ fn a_schedule_fires_once_per_occurrence_across_a_restart_until_removed() {
         at_startup, 1,
         "the missed runs fire once, at startup: {gaps:?}"
     );
+    // With --catch-up 2s, that one run ends 408 expired: the first run it
+    // stands for was due (the firing before says when) at least 3 s
+    // before it. Every other run ran.
+    let startup = fired
+        .iter()
+        .find(|(_, t)| **t > down_at && **t <= restarted + Duration::from_secs(1))
+        .map(|(seq, _)| *seq);
+    for (id, code, _) in coded_results(&url, "sched.tick.") {
+        let seq: u64 = id.rsplit('.').next().unwrap().parse().unwrap();
+        let wanted = (Some(seq) == startup).then_some("408");
+        assert_eq!(
+            code.as_deref(),
+            wanted,
+            "{id} (the run at startup: {startup:?})"
+        );
+    }
     assert!(fired.len() >= 5, "{gaps:?}");
     eprintln!("firings {} apart (ms): {gaps:?}", fired.len());
 }

@@ -15,6 +15,7 @@ use tokio::time::{interval_at, sleep_until, Instant};
 use tracing::{debug, warn};
 
 use super::cancel;
+use super::catch_up;
 use super::commit::{self, Ctx};
 use super::decide::{self, AckReply, Admission, Next, Ran, Verdict, Written};
 use super::{Shared, Slot};
@@ -55,7 +56,8 @@ pub(super) async fn run(shared: &Shared, mut msg: jetstream::Message, slot: Slot
             if envelope.control.catch_up.is_some() {
                 let stored = UNIX_EPOCH
                     + Duration::from_nanos(u64::try_from(delivery.stored_ns).unwrap_or(0));
-                envelope.control.anchor(stored);
+                let due = catch_up::due(&shared.client, &headers, kind).await;
+                envelope.control.anchor(stored, due);
             }
             let outcome = execute(shared, &msg, &headers, kind, delivery, &envelope).await;
             (envelope, outcome)

@@ -9,6 +9,7 @@
 
 mod cancel;
 mod cancel_watch;
+mod catch_up;
 mod commit;
 mod control;
 mod credits;

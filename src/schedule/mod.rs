@@ -19,7 +19,7 @@
 //! | its time comes, nodes up | fires once; `TASKS` has the task ~1 ms later | a node starts it within milliseconds |
 //! | its time comes, no node up | fires once; the task waits in `TASKS` | it runs when the first node comes up (unless `--catch-up` ran out) |
 //! | `--catch-up D` and D passes before a node starts the task | the task waits in `TASKS` (its `Nats-TTL` is D plus an hour) | the node that takes it answers `408 expired` without running it; one started in time runs to its end |
-//! | the server is down at its time | on restart, every missed occurrence of a schedule fires **once**, together | one catch-up run, not a burst |
+//! | the server is down at its time | on restart, every missed occurrence of a schedule fires **once**, together | one catch-up run, not a burst; with `--catch-up D`, `408 expired` if the first run it stands for is older than D |
 //! | added again under the same name | the new message replaces the old (rollup) | the new pattern from now on |
 //! | removed (`fleet schedule remove`) | the subject is purged | no further firing; one already fired still runs |
 //!
