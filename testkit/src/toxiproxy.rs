@@ -126,27 +126,20 @@ impl Toxiproxy {
 
     /// Holds every byte through `proxy` for `hold`, then lets them go on.
     pub fn stall(&self, proxy: &Proxy, hold: Duration) {
-        self.add(
-            proxy,
-            "stall",
-            "timeout",
-            serde_json::json!({ "timeout": 0 }),
-        );
-        std::thread::sleep(hold);
-        self.remove(proxy, "stall");
+        self.during(proxy, "stall", "timeout", hold);
     }
 
     /// Resets every connection through `proxy` (and refuses new ones with a
     /// reset) for `hold`.
     pub fn reset(&self, proxy: &Proxy, hold: Duration) {
-        self.add(
-            proxy,
-            "reset",
-            "reset_peer",
-            serde_json::json!({ "timeout": 0 }),
-        );
+        self.during(proxy, "reset", "reset_peer", hold);
+    }
+
+    /// Toxic `kind` (with `timeout` 0) on `proxy` for `hold`.
+    fn during(&self, proxy: &Proxy, toxic: &str, kind: &str, hold: Duration) {
+        self.add(proxy, toxic, kind, serde_json::json!({ "timeout": 0 }));
         std::thread::sleep(hold);
-        self.remove(proxy, "reset");
+        self.remove(proxy, toxic);
     }
 }
 
