@@ -104,13 +104,18 @@ impl Edge {
         edge
     }
 
-    /// Whether the site's leaf connection to the centre is up, as the
-    /// site's monitoring says.
+    /// Whether the site's leaf connection to the centre is up, as both
+    /// servers' monitoring says. (The site alone is not enough: it lists a
+    /// connection as soon as TCP connects, and a cut link accepts and drops
+    /// it; the centre sees only connections that got through.)
     pub fn linked(&self) -> bool {
-        self.site
-            .monitor("/leafz")
-            .and_then(|v| v["leafnodes"].as_u64())
-            .is_some_and(|n| n == 1)
+        let leafs = |server: &NatsServer| {
+            server
+                .monitor("/leafz")
+                .and_then(|v| v["leafnodes"].as_u64())
+                .unwrap_or(0)
+        };
+        leafs(&self.central) == 1 && leafs(&self.site) == 1
     }
 
     /// Waits until the leaf connection is `up` (or down).
