@@ -20,16 +20,58 @@ use fleet_testkit::*;
 /// Tasks wait undelivered in the site's group before the centre helps.
 const OVERFLOW: &str = "4";
 
+/// `fleet setup` at the site, as its admin.
+const SETUP: [&str; 7] = [
+    "setup",
+    "--group",
+    SITE,
+    "--priority-group",
+    "edge",
+    "--ack-wait",
+    "3s",
+];
+/// `fleet node` at the site (credentials and inbox prefix from the
+/// environment and a flag the README leaves to the security section).
+const NODE: [&str; 6] = [
+    "node",
+    "--group",
+    SITE,
+    "--dev-builtins",
+    "--concurrency",
+    "2",
+];
+/// What a central node adds to [`NODE`].
+const OVERFLOW_NODE: [&str; 4] = ["--domain", SITE, "--overflow", OVERFLOW];
+/// The batch submitted while the link is cut.
+const SUBMIT_C: [&str; 7] = [
+    "submit",
+    "sleep",
+    "--json",
+    "--batch",
+    "c",
+    "--timeout",
+    "60s",
+];
+
+/// The README's "Edge sites" shows these very commands.
+#[test]
+fn the_readme_shows_the_commands_this_test_runs() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme
+        .split("## Edge sites")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a README section \"Edge sites\"");
+    let central: Vec<&str> = NODE.iter().chain(&OVERFLOW_NODE).copied().collect();
+    for args in [&SETUP[..], &NODE[..], &central[..], &SUBMIT_C[..]] {
+        let line = format!("fleet {}", args.join(" "));
+        assert!(section.contains(&line), "README, Edge sites: no `{line}`");
+    }
+}
+
 fn node(url: &str, dir: &Path, name: &str, extra: &[&str]) -> NodeProc {
-    let mut args = vec![
-        "--inbox-prefix",
-        "_INBOX_node",
-        "--group",
-        SITE,
-        "--dev-builtins",
-        "--concurrency",
-        "2",
-    ];
+    let mut args = vec!["--inbox-prefix", "_INBOX_node"];
+    args.extend_from_slice(&NODE[1..]);
     args.extend_from_slice(extra);
     let pass = password("node");
     let mut node = NodeProc::start(
@@ -58,7 +100,13 @@ fn ok(out: Output, what: &str) -> Output {
 fn submit(edge: &Edge, kind: &str, batch: &str, payloads: &str) -> Vec<serde_json::Value> {
     let url = edge.site_url_as("admin");
     let args = [
-        "submit", kind, "--json", "--batch", batch, "--timeout", "60s",
+        "submit",
+        kind,
+        "--json",
+        "--batch",
+        batch,
+        "--timeout",
+        "60s",
     ];
     let out = ok(fleet_at(&url, &args, payloads.as_bytes()), "fleet submit");
     json_lines(&out.stdout)
@@ -82,9 +130,8 @@ async fn admin(server: &NatsServer) -> async_nats::Client {
 
 /// The checker's table for `batch` from the site's RESULTS.
 fn check(edge: &Edge, batch: &str, tasks: u64, lines: &[serde_json::Value]) -> Report {
-    let report = rt().block_on(async {
-        check_from(admin(&edge.site).await, None, batch, tasks, lines).await
-    });
+    let report = rt()
+        .block_on(async { check_from(admin(&edge.site).await, None, batch, tasks, lines).await });
     println!("checker, batch {batch}:\n{report}");
     assert_eq!(
         (report.lost, report.duplicated, report.unknown),
@@ -95,6 +142,17 @@ fn check(edge: &Edge, batch: &str, tasks: u64, lines: &[serde_json::Value]) -> R
     report
 }
 
+/// 12 slow tasks at the site (its node has 2 slots): some run at the
+/// site, the backlog at the centre; all kept once, at the site.
+fn saturate(edge: &Edge, batch: &str) {
+    let lines = submit(edge, "sleep", batch, &"600ms\n".repeat(12));
+    let at_site = ran_on(&lines, "site-node");
+    let at_centre = ran_on(&lines, "central-1") + ran_on(&lines, "central-2");
+    println!("batch {batch}, saturated: {at_site} at the site, {at_centre} at the centre");
+    assert!(at_site >= 2 && at_centre >= 2, "{lines:?}");
+    check(edge, batch, 12, &lines);
+}
+
 /// Tasks of the site's group delivered and not yet acked.
 fn site_in_flight(edge: &Edge) -> u64 {
     rt().block_on(async {
@@ -103,7 +161,11 @@ fn site_in_flight(edge: &Edge) -> u64 {
             .get_consumer_from_stream(SITE, "TASKS")
             .await
             .expect("the site's group");
-        consumer.info().await.map(|i| i.num_ack_pending as u64).unwrap_or(0)
+        consumer
+            .info()
+            .await
+            .map(|i| i.num_ack_pending as u64)
+            .unwrap_or(0)
     })
 }
 
@@ -117,11 +179,7 @@ fn an_edge_site_runs_first_overflows_to_the_centre_and_rides_out_a_cut_link() {
     let edge = Edge::start();
     let site_admin = edge.site_url_as("admin");
     ok(
-        fleet_at(
-            &site_admin,
-            &["setup", "--group", SITE, "--priority-group", "edge", "--ack-wait", "3s"],
-            b"",
-        ),
+        fleet_at(&site_admin, &SETUP, b""),
         "fleet setup at the site",
     );
     ok(
@@ -131,9 +189,18 @@ fn an_edge_site_runs_first_overflows_to_the_centre_and_rides_out_a_cut_link() {
     let site_dir = edge.site.dir.path();
     let central_dir = edge.central.dir.path();
     let _site_node = node(&edge.site.url(), site_dir, "site-node", &[]);
-    let central = ["--domain", SITE, "--overflow", OVERFLOW];
-    let _c1 = node(&edge.central.url(), central_dir, "central-1", &central);
-    let _c2 = node(&edge.central.url(), central_dir, "central-2", &central);
+    let _c1 = node(
+        &edge.central.url(),
+        central_dir,
+        "central-1",
+        &OVERFLOW_NODE,
+    );
+    let _c2 = node(
+        &edge.central.url(),
+        central_dir,
+        "central-2",
+        &OVERFLOW_NODE,
+    );
     let _logs = LogsOnFailure {
         files: vec![
             ("site node".into(), site_dir.join("site-node.log")),
@@ -152,23 +219,19 @@ fn an_edge_site_runs_first_overflows_to_the_centre_and_rides_out_a_cut_link() {
 
     // (b) The site's node (2 slots) saturated by 12 slow tasks: the backlog
     // flows to the centre.
-    let b = submit(&edge, "sleep", "b", &"600ms\n".repeat(12));
-    let at_site = ran_on(&b, "site-node");
-    let at_centre = ran_on(&b, "central-1") + ran_on(&b, "central-2");
-    println!("saturated: {at_site} at the site, {at_centre} at the centre");
-    assert!(at_site >= 2 && at_centre >= 2, "{b:?}");
-    check(&edge, "b", 12, &b);
+    saturate(&edge, "b");
 
     // (c) The link cut while central nodes hold tasks of a batch, for
     // longer than ack_wait (3s), then restored.
     let input = site_dir.join("c.in");
     std::fs::write(&input, "1s\n".repeat(12)).unwrap();
     let out = site_dir.join("c.jsonl");
-    let args = ["sleep", "--json", "--batch", "c", "--timeout", "60s"];
-    let mut c = KillOnDrop(spawn_submit_at(&site_admin, &args, &input, &out));
-    eventually(Duration::from_secs(10), "central nodes holding tasks", || {
-        (site_in_flight(&edge) > 2).then_some(())
-    });
+    let mut c = KillOnDrop(spawn_submit_at(&site_admin, &SUBMIT_C[1..], &input, &out));
+    eventually(
+        Duration::from_secs(10),
+        "central nodes holding tasks",
+        || (site_in_flight(&edge) > 2).then_some(()),
+    );
     edge.cut();
     let cut_at = Instant::now();
     // The site keeps accepting and running its own tasks meanwhile.
@@ -186,6 +249,21 @@ fn an_edge_site_runs_first_overflows_to_the_centre_and_rides_out_a_cut_link() {
     );
     check(&edge, "c", 12, &c_lines);
     check(&edge, "d", 2, &d);
+    // The central nodes held tasks of c when the link dropped: they could
+    // not keep their results, and the site ran those tasks again.
+    let central_logs = _c1.log_text() + &_c2.log_text();
+    assert!(
+        central_logs.contains("could not keep the result"),
+        "no central node was cut off mid-task"
+    );
+    println!(
+        "batch c: {} at the site, {} at the centre",
+        ran_on(&c_lines, "site-node"),
+        ran_on(&c_lines, "central-1") + ran_on(&c_lines, "central-2")
+    );
+
+    // (e) After the link is back, the centre takes the overflow again.
+    saturate(&edge, "e");
 
     // Nothing of the site's landed in the centre's streams.
     rt().block_on(async {

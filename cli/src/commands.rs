@@ -5,8 +5,8 @@ use std::future::Future;
 use fleet::connect::{Auth, Tls};
 use fleet::handlers::exec;
 use fleet::{
-    connect, default_node_name, edge::EdgeSettings, ConnectConfig, Error, ErrorKind, GroupSettings, Node, NodeConfig,
-    Registry, RetryPolicy, StreamSettings,
+    connect, default_node_name, edge::EdgeSettings, ConnectConfig, Error, ErrorKind, GroupSettings,
+    Node, NodeConfig, Registry, RetryPolicy, StreamSettings,
 };
 use fleet::{contract, dead, setup, status};
 

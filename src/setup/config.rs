@@ -356,7 +356,11 @@ mod tests {
         let c = consumer_config(&site);
         assert_eq!(c.priority_groups, ["edge"]);
         assert_eq!(c.priority_policy, PriorityPolicy::Overflow);
-        assert_eq!(c.ack_policy, AckPolicy::Explicit, "overflow needs explicit acks");
+        assert_eq!(
+            c.ack_policy,
+            AckPolicy::Explicit,
+            "overflow needs explicit acks"
+        );
     }
 
     #[test]

@@ -120,7 +120,11 @@ impl Edge {
 
     /// Waits until the leaf connection is `up` (or down).
     pub fn wait_linked(&self, up: bool, limit: Duration) {
-        let what = if up { "the leaf link up" } else { "the leaf link down" };
+        let what = if up {
+            "the leaf link up"
+        } else {
+            "the leaf link down"
+        };
         eventually(limit, what, || (self.linked() == up).then_some(()));
     }
 

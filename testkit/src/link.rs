@@ -66,8 +66,7 @@ impl TcpLink {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(2))
-                else {
+                let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
