@@ -469,6 +469,7 @@ mod tests {
         let body = serde_json::to_string(&api::PullRequest {
             batch: 16,
             expires: Duration::from_secs(2),
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(body, r#"{"batch":16,"expires":2000000000}"#);
