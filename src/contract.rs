@@ -31,6 +31,12 @@ pub const SCHEDULE_PREFIX: &str = "sched.";
 /// sources as `tasks.<kind>` (a schedule's target must be a subject of its
 /// own stream, and no consumer may ever cover a schedule on a work queue).
 pub const DUE_PREFIX: &str = "due.";
+/// Prefix of what a central node writes back to an edge site: a site's
+/// result `results.<id>` is published as `edge.<domain>.results.<id>` on the
+/// central side, and the site server's account mapping turns it back into
+/// `results.<id>` in the site's own `RESULTS` (`deploy/edge/site.conf`), so
+/// it never lands in the central streams.
+pub const EDGE_PREFIX: &str = "edge.";
 
 /// The work queue: WorkQueue retention, file storage.
 pub const TASKS_STREAM: &str = "TASKS";
@@ -177,7 +183,21 @@ pub mod msg_id {
 pub mod api {
     /// The subject a pull request for `consumer` of `stream` is sent to.
     pub fn consumer_next(stream: &str, consumer: &str) -> String {
-        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}")
+        consumer_next_in(None, stream, consumer)
+    }
+
+    /// The JetStream API prefix of `domain` (`$JS.<domain>.API`), or of the
+    /// server the client is connected to (`$JS.API`).
+    pub fn prefix(domain: Option<&str>) -> String {
+        match domain {
+            Some(domain) => format!("$JS.{domain}.API"),
+            None => "$JS.API".to_string(),
+        }
+    }
+
+    /// [`consumer_next`] through the API of JetStream domain `domain`.
+    pub fn consumer_next_in(domain: Option<&str>, stream: &str, consumer: &str) -> String {
+        format!("{}.CONSUMER.MSG.NEXT.{stream}.{consumer}", prefix(domain))
     }
 
     /// The advisory the server sends when `consumer` of `stream` is paused
@@ -187,14 +207,22 @@ pub mod api {
     }
 
     /// The body of a pull request: up to `batch` messages, the request
-    /// ending after `expires`.
-    #[derive(Debug, Clone, Copy, serde::Serialize)]
-    pub struct PullRequest {
+    /// ending after `expires`; on a consumer with a priority group (ADR-42)
+    /// the group, and for an overflow puller the backlog it waits for.
+    #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+    pub struct PullRequest<'a> {
         /// Messages asked for.
         pub batch: usize,
         /// How long the server keeps the request open, in nanoseconds.
         #[serde(serialize_with = "nanos")]
         pub expires: std::time::Duration,
+        /// The consumer's priority group (required when it has one).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub group: Option<&'a str>,
+        /// Overflow: serve this request only while at least this many
+        /// messages wait undelivered.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub min_pending: Option<u64>,
     }
 
     fn nanos<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -293,6 +321,12 @@ pub fn dead_subject(kind: &str) -> String {
     format!("{DEAD_PREFIX}{kind}")
 }
 
+/// Where a central node writes `subject` (a result or a dead letter) of a
+/// task it took from edge site `domain`: `edge.<domain>.<subject>`.
+pub fn edge_subject(domain: &str, subject: &str) -> String {
+    format!("{EDGE_PREFIX}{domain}.{subject}")
+}
+
 /// The schedule subject holding a delayed task until its time.
 pub fn delayed_subject(task_id: &str) -> String {
     format!("{SCHEDULE_PREFIX}task.{task_id}")
@@ -365,6 +399,36 @@ mod tests {
             api::consumer_next(TASKS_STREAM, DEFAULT_GROUP),
             "$JS.API.CONSUMER.MSG.NEXT.TASKS.workers"
         );
+        assert_eq!(
+            api::consumer_next_in(Some("site1"), TASKS_STREAM, "site1"),
+            "$JS.site1.API.CONSUMER.MSG.NEXT.TASKS.site1"
+        );
+        assert_eq!(
+            edge_subject("site1", "results.b.1"),
+            "edge.site1.results.b.1"
+        );
+    }
+
+    #[test]
+    fn pull_requests_carry_priority_fields_only_when_set() {
+        let plain = api::PullRequest {
+            batch: 4,
+            expires: Duration::from_secs(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&plain).unwrap(),
+            r#"{"batch":4,"expires":2000000000}"#
+        );
+        let overflow = api::PullRequest {
+            group: Some("edge"),
+            min_pending: Some(4),
+            ..plain
+        };
+        assert_eq!(
+            serde_json::to_string(&overflow).unwrap(),
+            r#"{"batch":4,"expires":2000000000,"group":"edge","min_pending":4}"#
+        );
     }
 
     #[test]
@@ -409,6 +473,7 @@ mod tests {
         let body = serde_json::to_string(&api::PullRequest {
             batch: 16,
             expires: Duration::from_secs(2),
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(body, r#"{"batch":16,"expires":2000000000}"#);

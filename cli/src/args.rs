@@ -179,6 +179,10 @@ pub(crate) struct GroupArgs {
     /// Cap on tasks in flight across the group (at least nodes x concurrency).
     #[arg(long, default_value_t = contract::DEFAULT_MAX_ACK_PENDING)]
     pub(crate) max_ack_pending: i64,
+    /// Make the group with this ADR-42 priority group, policy overflow: an
+    /// edge site's group that central nodes back up (`fleet node --overflow`).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) priority_group: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -276,6 +280,15 @@ pub(crate) struct NodeArgs {
     /// probes, on this address (e.g. 127.0.0.1:9090). Off by default.
     #[arg(long, env = "FLEET_METRICS_ADDR", value_name = "HOST:PORT")]
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the group of the edge site with this JetStream domain, through
+    /// the leaf connection (`$JS.<domain>.API`); results go back as
+    /// `edge.<domain>.results.…`, which the site maps into its RESULTS.
+    #[arg(long, env = "FLEET_DOMAIN")]
+    pub(crate) domain: Option<String>,
+    /// Take tasks only while at least this many wait in the group (an
+    /// overflow member of its priority group): the site's own nodes first.
+    #[arg(long, env = "FLEET_OVERFLOW", value_name = "BACKLOG")]
+    pub(crate) overflow: Option<u64>,
     /// Prefixes a task's Reply-To may start with. Repeatable.
     #[arg(long = "allow-reply", default_values_t = contract::DEFAULT_ALLOWED_REPLY_PREFIXES.iter().map(|s| s.to_string()))]
     pub(crate) allow_reply: Vec<String>,

@@ -5,8 +5,8 @@ use std::future::Future;
 use fleet::connect::{Auth, Tls};
 use fleet::handlers::exec;
 use fleet::{
-    connect, default_node_name, ConnectConfig, Error, ErrorKind, GroupSettings, Node, NodeConfig,
-    Registry, RetryPolicy, StreamSettings,
+    connect, default_node_name, edge::EdgeSettings, ConnectConfig, Error, ErrorKind, GroupSettings,
+    Node, NodeConfig, Registry, RetryPolicy, StreamSettings,
 };
 use fleet::{contract, dead, setup, status};
 
@@ -265,6 +265,7 @@ fn group_settings(args: &GroupArgs) -> GroupSettings {
         kinds: args.kinds.clone(),
         ack_wait: args.ack_wait.into(),
         max_ack_pending: args.max_ack_pending,
+        priority_group: args.priority_group.clone(),
     }
 }
 
@@ -305,6 +306,10 @@ fn node_setup(args: &NodeArgs, name: String) -> Result<(NodeConfig, Registry), E
         task_timeout: args.task_timeout.into(),
         grace: args.grace.into(),
         allowed_replies: args.allow_reply.clone(),
+        edge: EdgeSettings {
+            domain: args.domain.clone(),
+            overflow: args.overflow,
+        },
     };
     Ok((config, registry))
 }

@@ -69,6 +69,8 @@ pub(super) async fn result(ctx: &Ctx<'_>, output: Bytes, error: Option<&TaskErro
     let headers = result_headers(ctx, error);
     let subject = ctx.envelope.result_subject();
     if !ctx.envelope.reply_is_kept() {
+        // An inbox reply of a site's task: published where the node is
+        // (inboxes cross the leaf connection as they are).
         // A core reply subject (an inbox): nothing keeps it, nothing to wait for.
         return match ctx
             .shared
@@ -94,6 +96,9 @@ pub(super) async fn result(ctx: &Ctx<'_>, output: Bytes, error: Option<&TaskErro
             ctx.delivery.stored_ns,
         ))
     };
+    // A site's task taken from the centre: written under `edge.<domain>.`,
+    // which the site maps back into its own RESULTS, fence and all.
+    let subject = ctx.shared.config.edge.write_subject(subject);
     let written = written(confirm(ctx, subject, publish).await);
     if written == Written::AlreadyKept {
         ctx.shared.observer.refused();
@@ -146,10 +151,10 @@ pub(super) async fn dead_letter(ctx: &Ctx<'_>, err: &TaskError) -> Written {
             ctx.delivery.stream_seq,
             ctx.delivery.stored_ns,
         ));
-    let subject = contract::in_tenant(
+    let subject = ctx.shared.config.edge.write_subject(contract::in_tenant(
         ctx.envelope.tenant.as_deref(),
         &contract::dead_subject(kind),
-    );
+    ));
     match written(confirm(ctx, subject, publish).await) {
         Written::Failed(e) | Written::TooLarge(e) => {
             Written::Failed(format!("writing the dead letter: {e}"))

@@ -25,12 +25,14 @@ pub(super) async fn expire(ctx: &Ctx<'_>, err: &TaskError) -> AckReply {
 }
 
 /// Frees the task's unique key, if it holds one and still holds it (a
-/// tenant's task never does: unique keys are the fleet account's).
+/// tenant's task never does: unique keys are the fleet account's). A
+/// site's task run from the centre leaves its key to expire (after its
+/// TTL): the key is in the site's bucket, out of reach of a plain publish.
 pub(super) async fn release_key(ctx: &Ctx<'_>) {
     let Some(held) = &ctx.envelope.control.unique else {
         return;
     };
-    if ctx.envelope.tenant.is_some() {
+    if ctx.envelope.tenant.is_some() || ctx.shared.config.edge.domain.is_some() {
         return;
     }
     let id = &ctx.envelope.id;

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::PriorityPolicy;
 use async_nats::jetstream::{self, AckKind};
 use async_nats::{Client, HeaderValue, Subscriber};
 use futures::StreamExt;
@@ -33,6 +34,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{info, warn};
 
 use crate::contract;
+use crate::edge::EdgeSettings;
 use crate::envelope::Limits;
 use crate::error::{Error, ErrorKind};
 use crate::handlers::Registry;
@@ -68,6 +70,9 @@ pub struct NodeConfig {
     pub allowed_replies: Vec<String>,
     /// Stream settings used when this node creates the streams.
     pub streams: StreamSettings,
+    /// An edge site's group served from the centre, as an overflow member
+    /// ([`crate::edge`]); the default serves the group on this node's server.
+    pub edge: EdgeSettings,
 }
 
 impl Default for NodeConfig {
@@ -86,6 +91,7 @@ impl Default for NodeConfig {
                 .map(|p| p.to_string())
                 .collect(),
             streams: StreamSettings::default(),
+            edge: EdgeSettings::default(),
         }
     }
 }
@@ -187,12 +193,27 @@ impl Node {
                 "concurrency must be at least 1",
             ));
         }
-        let js = jetstream::new(self.client.clone());
+        config
+            .edge
+            .check()
+            .map_err(|e| Error::new(ErrorKind::Usage, e))?;
+        let js = match &config.edge.domain {
+            Some(domain) => jetstream::with_domain(self.client.clone(), domain),
+            None => jetstream::new(self.client.clone()),
+        };
         if config.create {
             setup::ensure_streams(&js, &config.streams).await?;
             setup::ensure_consumer(&js, &config.group).await?;
         }
         let bound = setup::bind(&js, &config.group.name).await?;
+        let fields = config
+            .edge
+            .pull_fields(
+                &config.group.name,
+                &bound.config.priority_groups,
+                bound.config.priority_policy == PriorityPolicy::Overflow,
+            )
+            .map_err(|e| Error::new(ErrorKind::Usage, e))?;
         let (cancel_tx, cancel) = watch::channel(false);
         let marks = Arc::new(cancel::Marks::default());
         // Read before the first pull: a cancel issued while no node was up holds.
@@ -219,8 +240,12 @@ impl Node {
         let mut puller = Puller::new(
             self.client.clone(),
             js,
-            contract::TASKS_STREAM,
-            &config.group.name,
+            contract::api::consumer_next_in(
+                config.edge.domain.as_deref(),
+                contract::TASKS_STREAM,
+                &config.group.name,
+            ),
+            fields,
             config.concurrency,
         )
         .await?;
@@ -243,7 +268,8 @@ impl Node {
         let discovery = register(&shared, &id).await;
         info!(node = %config.name, group = %config.group.name, concurrency = config.concurrency,
             handlers = ?shared.registry.kinds(), takes = ?bound.config.filter_subjects,
-            ack_wait = ?bound.config.ack_wait, id = %id, "{}", contract::READY_SIGNAL);
+            ack_wait = ?bound.config.ack_wait, id = %id, domain = ?config.edge.domain,
+            overflow = ?config.edge.overflow, "{}", contract::READY_SIGNAL);
 
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let released = Arc::new(Notify::new());

@@ -15,6 +15,7 @@ use tracing::debug;
 
 use super::credits::{classify, Credits, Inbox};
 use crate::contract::{api, header};
+use crate::edge::PullFields;
 use crate::error::{Error, ErrorKind, ResultExt};
 
 /// How long a pull request waits on the server for tasks. Short, so that a
@@ -26,6 +27,8 @@ pub(super) struct Puller {
     client: Client,
     js: Context,
     next_subject: String,
+    /// The priority group and overflow threshold the requests carry.
+    fields: PullFields,
     inbox: String,
     sub: Subscriber,
     pub(super) credits: Credits,
@@ -37,8 +40,8 @@ impl Puller {
     pub(super) async fn new(
         client: Client,
         js: Context,
-        stream: &str,
-        consumer: &str,
+        next_subject: String,
+        fields: PullFields,
         slots: usize,
     ) -> Result<Self, Error> {
         let inbox = client.new_inbox();
@@ -51,7 +54,8 @@ impl Puller {
         Ok(Puller {
             client,
             js,
-            next_subject: api::consumer_next(stream, consumer),
+            next_subject,
+            fields,
             inbox,
             sub,
             credits: Credits::new(slots, PULL_EXPIRES, Instant::now()),
@@ -69,8 +73,13 @@ impl Puller {
         } else {
             PULL_EXPIRES
         };
-        let body = serde_json::to_vec(&api::PullRequest { batch, expires })
-            .expect("a pull request serializes");
+        let request = api::PullRequest {
+            batch,
+            expires,
+            group: self.fields.group.as_deref(),
+            min_pending: self.fields.min_pending,
+        };
+        let body = serde_json::to_vec(&request).expect("a pull request serializes");
         self.client
             .publish_with_reply(
                 self.next_subject.clone(),

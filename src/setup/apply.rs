@@ -139,6 +139,8 @@ fn same_consumer(current: &consumer::Config, wanted: &pull::Config) -> bool {
         && current.ack_wait == wanted.ack_wait
         && current.max_ack_pending == wanted.max_ack_pending
         && current.max_deliver == wanted.max_deliver
+        && current.priority_groups == wanted.priority_groups
+        && current.priority_policy == wanted.priority_policy
 }
 
 fn setup_error(what: &str, err: async_nats::jetstream::context::CreateStreamError) -> Error {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy, PriorityPolicy};
 use async_nats::jetstream::stream::{
     Config, DiscardPolicy, RetentionPolicy, Source, StorageType, SubjectTransform,
 };
@@ -56,6 +56,11 @@ pub struct GroupSettings {
     pub ack_wait: Duration,
     /// Cap on tasks in flight across the whole group.
     pub max_ack_pending: i64,
+    /// An ADR-42 priority group with the `overflow` policy: nodes that pull
+    /// with a threshold (central nodes backing up an edge site,
+    /// [`crate::edge`]) get tasks only while that many wait; the others
+    /// pull unconditionally. `None`: no priority group.
+    pub priority_group: Option<String>,
 }
 
 impl Default for GroupSettings {
@@ -65,6 +70,7 @@ impl Default for GroupSettings {
             kinds: Vec::new(),
             ack_wait: contract::DEFAULT_ACK_WAIT,
             max_ack_pending: contract::DEFAULT_MAX_ACK_PENDING,
+            priority_group: None,
         }
     }
 }
@@ -209,6 +215,11 @@ pub fn consumer_config(group: &GroupSettings) -> pull::Config {
         max_waiting: 512,
         // 0: as many replicas as the stream has, whoever created it.
         num_replicas: 0,
+        priority_groups: group.priority_group.iter().cloned().collect(),
+        priority_policy: match group.priority_group {
+            Some(_) => PriorityPolicy::Overflow,
+            None => PriorityPolicy::None,
+        },
         ..Default::default()
     }
 }
@@ -331,6 +342,25 @@ mod tests {
         assert_eq!(c.ack_policy, AckPolicy::Explicit);
         assert_eq!(c.max_deliver, -1, "nodes count attempts, not the server");
         assert_eq!(c.ack_wait, contract::DEFAULT_ACK_WAIT);
+        assert!(c.priority_groups.is_empty());
+        assert_eq!(c.priority_policy, PriorityPolicy::None);
+    }
+
+    #[test]
+    fn an_edge_sites_group_has_an_overflow_priority_group() {
+        let site = GroupSettings {
+            name: "site1".into(),
+            priority_group: Some("edge".into()),
+            ..Default::default()
+        };
+        let c = consumer_config(&site);
+        assert_eq!(c.priority_groups, ["edge"]);
+        assert_eq!(c.priority_policy, PriorityPolicy::Overflow);
+        assert_eq!(
+            c.ack_policy,
+            AckPolicy::Explicit,
+            "overflow needs explicit acks"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! | [`auth`] | certificates, nkeys and operator credentials, made per test |
 //! | [`server`] | one nats-server of a test's own: start, stop, restart |
 //! | [`cluster`] | three servers from `deploy/cluster/n*.conf` on loopback |
+//! | [`link`] | links a test cuts and restores (a TCP proxy on loopback) |
+//! | [`edge`] | a central server and an edge site from `deploy/edge/*.conf`, linked |
 //! | [`process`] | `fleet node` and `fleet submit` processes |
 //! | [`os`] | signals, with the real `kill` |
 //! | [`streams`] | what a stream holds, read with an ordered consumer |
@@ -23,7 +25,9 @@ pub mod auth;
 pub mod browser;
 pub mod checker;
 pub mod cluster;
+pub mod edge;
 pub mod http;
+pub mod link;
 pub mod os;
 pub mod process;
 pub mod rng;

@@ -23,7 +23,7 @@ pub(super) const JS_KEY: &str = "cluster-test-key-not-for-production";
 /// Replaces the one occurrence of `from` in a shipped config; panics when it
 /// is not there exactly once, so an edit of the config cannot silently turn
 /// a test into a test of something else.
-fn replace_once(text: &str, from: &str, to: &str, file: &str) -> String {
+pub(crate) fn replace_once(text: &str, from: &str, to: &str, file: &str) -> String {
     let found = text.matches(from).count();
     assert_eq!(
         found, 1,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::pull::OrderedConfig;
 use futures::StreamExt;
 
-mod config;
+pub(crate) mod config;
 
 use config::{accounts_conf, loopback_config, JS_KEY};
 pub use config::{password, USERS};

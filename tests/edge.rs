@@ -1,0 +1,277 @@
+//! Edge sites through leaf nodes (issue 13), from the shipped
+//! `deploy/edge/central.conf` and `site.conf`: one central server (not the
+//! R3 cluster: its start and `sync_interval: always` would take most of the
+//! budget; the leaf-node block is the same on each of its servers) with two
+//! central nodes backing the site up as overflow members of its group, and
+//! a site server (its own JetStream domain, a leaf node of the centre) with
+//! one node. The leaf connection runs through a TCP link the test cuts.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use fleet_testkit::checker::{check_from, Report};
+use fleet_testkit::edge::{password, Edge, SITE};
+use fleet_testkit::process::{fleet_at, spawn_submit_at};
+use fleet_testkit::streams::stream_state_from;
+use fleet_testkit::*;
+
+/// Tasks wait undelivered in the site's group before the centre helps.
+const OVERFLOW: &str = "4";
+
+/// `fleet setup` at the site, as its admin.
+const SETUP: [&str; 7] = [
+    "setup",
+    "--group",
+    SITE,
+    "--priority-group",
+    "edge",
+    "--ack-wait",
+    "3s",
+];
+/// `fleet node` at the site (credentials and inbox prefix from the
+/// environment and a flag the README leaves to the security section).
+const NODE: [&str; 6] = [
+    "node",
+    "--group",
+    SITE,
+    "--dev-builtins",
+    "--concurrency",
+    "2",
+];
+/// What a central node adds to [`NODE`].
+const OVERFLOW_NODE: [&str; 4] = ["--domain", SITE, "--overflow", OVERFLOW];
+/// The batch submitted while the link is cut.
+const SUBMIT_C: [&str; 7] = [
+    "submit",
+    "sleep",
+    "--json",
+    "--batch",
+    "c",
+    "--timeout",
+    "60s",
+];
+
+/// The README's "Edge sites" shows these very commands.
+#[test]
+fn the_readme_shows_the_commands_this_test_runs() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme
+        .split("## Edge sites")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a README section \"Edge sites\"");
+    let central: Vec<&str> = NODE.iter().chain(&OVERFLOW_NODE).copied().collect();
+    for args in [&SETUP[..], &NODE[..], &central[..], &SUBMIT_C[..]] {
+        let line = format!("fleet {}", args.join(" "));
+        assert!(section.contains(&line), "README, Edge sites: no `{line}`");
+    }
+}
+
+fn node(url: &str, dir: &Path, name: &str, extra: &[&str]) -> NodeProc {
+    let mut args = vec!["--inbox-prefix", "_INBOX_node"];
+    args.extend_from_slice(&NODE[1..]);
+    args.extend_from_slice(extra);
+    let pass = password("node");
+    let mut node = NodeProc::start(
+        url,
+        dir,
+        name,
+        &args,
+        &[("NATS_USER", "node"), ("NATS_PASSWORD", &pass)],
+    );
+    node.wait_ready(Duration::from_secs(20));
+    node
+}
+
+fn ok(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// `fleet submit KIND --batch BATCH` at the site, one task per line of
+/// `payloads`; the JSON lines.
+fn submit(edge: &Edge, kind: &str, batch: &str, payloads: &str) -> Vec<serde_json::Value> {
+    let url = edge.site_url_as("admin");
+    let args = [
+        "submit",
+        kind,
+        "--json",
+        "--batch",
+        batch,
+        "--timeout",
+        "60s",
+    ];
+    let out = ok(fleet_at(&url, &args, payloads.as_bytes()), "fleet submit");
+    json_lines(&out.stdout)
+}
+
+/// Which node ran each task, by node name.
+fn ran_on(lines: &[serde_json::Value], node: &str) -> usize {
+    lines
+        .iter()
+        .filter(|l| l["node"].as_str() == Some(node))
+        .count()
+}
+
+/// A client as the admin of `server` (the site or the centre).
+async fn admin(server: &NatsServer) -> async_nats::Client {
+    async_nats::ConnectOptions::with_user_and_password("admin".into(), password("admin"))
+        .connect(server.url())
+        .await
+        .expect("connecting as admin")
+}
+
+/// The checker's table for `batch` from the site's RESULTS.
+fn check(edge: &Edge, batch: &str, tasks: u64, lines: &[serde_json::Value]) -> Report {
+    let report = rt()
+        .block_on(async { check_from(admin(&edge.site).await, None, batch, tasks, lines).await });
+    println!("checker, batch {batch}:\n{report}");
+    assert_eq!(
+        (report.lost, report.duplicated, report.unknown),
+        (0, 0, 0),
+        "{report}"
+    );
+    assert_eq!(report.ok as u64, tasks, "{report}");
+    report
+}
+
+/// 12 slow tasks at the site (its node has 2 slots): some run at the
+/// site, the backlog at the centre; all kept once, at the site.
+fn saturate(edge: &Edge, batch: &str) {
+    let lines = submit(edge, "sleep", batch, &"600ms\n".repeat(12));
+    let at_site = ran_on(&lines, "site-node");
+    let at_centre = ran_on(&lines, "central-1") + ran_on(&lines, "central-2");
+    println!("batch {batch}, saturated: {at_site} at the site, {at_centre} at the centre");
+    assert!(at_site >= 2 && at_centre >= 2, "{lines:?}");
+    check(edge, batch, 12, &lines);
+}
+
+/// Tasks of the site's group delivered and not yet acked.
+fn site_in_flight(edge: &Edge) -> u64 {
+    rt().block_on(async {
+        let js = jetstream::new(admin(&edge.site).await);
+        let mut consumer: jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream(SITE, "TASKS")
+            .await
+            .expect("the site's group");
+        consumer
+            .info()
+            .await
+            .map(|i| i.num_ack_pending as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// The site runs its tasks first; a backlog flows to the centre; with the
+/// leaf link cut mid-batch the site keeps accepting and running its own
+/// tasks, and after it returns every task has exactly one committed result
+/// in the site's RESULTS, none in the centre's.
+#[test]
+fn an_edge_site_runs_first_overflows_to_the_centre_and_rides_out_a_cut_link() {
+    let started = Instant::now();
+    let edge = Edge::start();
+    let site_admin = edge.site_url_as("admin");
+    ok(
+        fleet_at(&site_admin, &SETUP, b""),
+        "fleet setup at the site",
+    );
+    ok(
+        fleet_at(&edge.central_url_as("admin"), &["setup"], b""),
+        "fleet setup at the centre",
+    );
+    let site_dir = edge.site.dir.path();
+    let central_dir = edge.central.dir.path();
+    let _site_node = node(&edge.site.url(), site_dir, "site-node", &[]);
+    let _c1 = node(
+        &edge.central.url(),
+        central_dir,
+        "central-1",
+        &OVERFLOW_NODE,
+    );
+    let _c2 = node(
+        &edge.central.url(),
+        central_dir,
+        "central-2",
+        &OVERFLOW_NODE,
+    );
+    let _logs = LogsOnFailure {
+        files: vec![
+            ("site node".into(), site_dir.join("site-node.log")),
+            ("central node 1".into(), central_dir.join("central-1.log")),
+            ("central node 2".into(), central_dir.join("central-2.log")),
+            ("site server".into(), edge.site.log()),
+            ("central server".into(), edge.central.log()),
+        ],
+    };
+
+    // (a) Fewer tasks than the overflow threshold: never a backlog of 4,
+    // so the site's own node runs them all.
+    let a = submit(&edge, "echo", "a", "1\n2\n3\n");
+    assert_eq!(ran_on(&a, "site-node"), 3, "{a:?}");
+    check(&edge, "a", 3, &a);
+
+    // (b) The site's node (2 slots) saturated by 12 slow tasks: the backlog
+    // flows to the centre.
+    saturate(&edge, "b");
+
+    // (c) The link cut while central nodes hold tasks of a batch, for
+    // longer than ack_wait (3s), then restored.
+    let input = site_dir.join("c.in");
+    std::fs::write(&input, "1s\n".repeat(12)).unwrap();
+    let out = site_dir.join("c.jsonl");
+    let mut c = KillOnDrop(spawn_submit_at(&site_admin, &SUBMIT_C[1..], &input, &out));
+    eventually(
+        Duration::from_secs(10),
+        "central nodes holding tasks",
+        || (site_in_flight(&edge) > 2).then_some(()),
+    );
+    edge.cut();
+    let cut_at = Instant::now();
+    // The site keeps accepting and running its own tasks meanwhile.
+    let d = submit(&edge, "echo", "d", "x\ny\n");
+    assert_eq!(ran_on(&d, "site-node"), 2, "{d:?}");
+    assert!(!edge.linked(), "the batch ran with the link down");
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(cut_at.elapsed()));
+    edge.restore();
+    let status = c.0.wait().unwrap();
+    let c_lines = json_lines(&std::fs::read(&out).unwrap());
+    assert!(
+        status.success(),
+        "fleet submit c: {}",
+        std::fs::read_to_string(out.with_extension("err")).unwrap_or_default()
+    );
+    check(&edge, "c", 12, &c_lines);
+    check(&edge, "d", 2, &d);
+    // The central nodes held tasks of c when the link dropped: they could
+    // not keep their results, and the site ran those tasks again.
+    let central_logs = _c1.log_text() + &_c2.log_text();
+    assert!(
+        central_logs.contains("could not keep the result"),
+        "no central node was cut off mid-task"
+    );
+    println!(
+        "batch c: {} at the site, {} at the centre",
+        ran_on(&c_lines, "site-node"),
+        ran_on(&c_lines, "central-1") + ran_on(&c_lines, "central-2")
+    );
+
+    // (e) After the link is back, the centre takes the overflow again.
+    saturate(&edge, "e");
+
+    // Nothing of the site's landed in the centre's streams.
+    rt().block_on(async {
+        let central = admin(&edge.central).await;
+        for stream in ["TASKS", "RESULTS", "DEAD"] {
+            let state = stream_state_from(central.clone(), stream).await;
+            assert_eq!(state.messages, 0, "central {stream}: {state:?}");
+        }
+    });
+    println!("edge test took {:?}", started.elapsed());
+}
