@@ -8,6 +8,7 @@
 //! | `Result-TTL`      | whole seconds, ≥ 1s (`1h`)   | keeps the result with that `Nats-TTL`             |
 //! | `Task-Unique`     | a key: `[A-Za-z0-9_=/-]`     | frees `<kind>.<key>` in `fleet-unique` at the end |
 //! | `Task-Unique-For` | whole seconds, ≥ 1s          | keeps the key taken that long after the end       |
+//! | `Task-Key`        | a key: `[A-Za-z0-9_=/-]`     | counts the task under that key's limits (`fleet limit`) |
 //!
 //! A malformed value is a 400 for that task only. Every parser here is
 //! total: bad input is an error, never a panic.
@@ -73,6 +74,11 @@ impl TaskControl {
             if let Some(unique) = &mut self.unique {
                 unique.hold_for = Some(hold_for);
             }
+        }
+        if let Some(key) = get(header::TASK_KEY) {
+            check_key(key).map_err(|why| {
+                TaskError::reject(format!("bad {} {key:?}: {why}", header::TASK_KEY))
+            })?;
         }
         if let Some(value) = get(header::TASK_DEADLINE) {
             self.deadline = Some(parse_deadline(value)?);
