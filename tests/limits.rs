@@ -21,10 +21,12 @@ fn setup(server: &NatsServer, limit: &[&str]) {
 fn nodes(server: &NatsServer, n: usize, concurrency: &str) -> Vec<NodeProc> {
     let mut all: Vec<NodeProc> = (1..=n)
         .map(|i| {
-            NodeProc::spawn(
-                server,
+            NodeProc::start(
+                &server.url(),
+                server.dir.path(),
                 &format!("node{i}"),
                 &["--dev-builtins", "--concurrency", concurrency],
+                &[],
             )
         })
         .collect();
@@ -167,7 +169,7 @@ fn a_burst_on_one_key_does_not_hold_back_another() {
 fn permits_of_a_killed_node_come_back() {
     let server = NatsServer::start();
     setup(&server, &["sleep", "--concurrency", "2"]);
-    let mut all = nodes(&server, 2, "4");
+    let all = nodes(&server, 2, "4");
     let dir = server.dir.path();
     let input = dir.join("kill.in");
     std::fs::write(&input, "1s\n".repeat(8)).unwrap();
@@ -223,15 +225,15 @@ fn a_limit_changed_while_nodes_run_is_followed_at_once() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let raised = SystemTime::now();
     assert!(submitter.0.wait().unwrap().success());
-    let spans = spans(&json_lines(&std::fs::read(&output).unwrap()));
-    let mut starts: Vec<SystemTime> = spans.iter().map(|s| s.0).collect();
+    let live = spans(&json_lines(&std::fs::read(&output).unwrap()));
+    let mut starts: Vec<SystemTime> = live.iter().map(|s| s.0).collect();
     starts.sort();
     assert!(starts[0] < raised, "the first task started before the change");
     for s in &starts[1..3] {
         let after = s.duration_since(raised).unwrap_or_default();
         assert!(after < Duration::from_secs(1), "a task started {after:?} after the raise");
     }
-    assert!(most_at_once(&spans) <= 3);
+    assert!(most_at_once(&live) <= 3);
     let listed = fleet(&server, &["limit", "list", "--json"], b"");
     let listed = json_lines(&listed.stdout);
     assert_eq!(listed[0]["limit"]["concurrency"], 3, "{listed:?}");

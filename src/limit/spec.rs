@@ -348,7 +348,7 @@ mod tests {
         );
         assert_eq!(
             renew_every(Duration::from_secs(1)),
-            Duration::from_millis(333)
+            Duration::from_nanos(333_333_333)
         );
     }
 
