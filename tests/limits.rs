@@ -100,6 +100,7 @@ fn a_concurrency_limit_holds_across_nodes() {
     let took = begun.elapsed();
     assert_eq!(lines.len(), 30);
     let spans = spans(&lines);
+    eprintln!("concurrency 3: at most {} at once, took {took:?}", most_at_once(&spans));
     assert!(most_at_once(&spans) <= 3, "more than 3 at once: {}", most_at_once(&spans));
     assert!(took >= Duration::from_secs(2), "30 × 200 ms by 3 took {took:?}");
     let first = spans.iter().map(|s| s.0).min().unwrap();
@@ -119,6 +120,7 @@ fn a_rate_limit_spaces_starts_across_nodes() {
     let lines = submit(&server, &["--batch", "rate"], &"10ms\n".repeat(20));
     let starts: Vec<SystemTime> = spans(&lines).iter().map(|s| s.0).collect();
     let most = most_starts_within(&starts, Duration::from_secs(1));
+    eprintln!("rate 10/s: at most {most} starts within 1 s");
     assert!(most <= 11, "{most} starts within one second");
     let first = starts.iter().min().unwrap();
     let last = starts.iter().max().unwrap();
@@ -159,6 +161,10 @@ fn a_burst_on_one_key_does_not_hold_back_another() {
     let mut a_finishes: Vec<SystemTime> = a_spans.iter().map(|s| s.1).collect();
     a_finishes.sort();
     let b_last = spans(&b).iter().map(|s| s.1).max().unwrap();
+    eprintln!(
+        "per key: b's last finish {:?} before a's median",
+        a_finishes[6].duration_since(b_last).ok()
+    );
     assert!(b_last < a_finishes[6], "b's last finished after a's median");
 }
 
@@ -195,7 +201,10 @@ fn permits_of_a_killed_node_come_back() {
     // Node2 could not run 8 tasks of 1 s two at a time in less than ~4 s
     // whatever the permits; it finished all of them at most a lease later.
     assert!(killed.elapsed() < Duration::from_secs(20), "{:?}", killed.elapsed());
+    // The limit came back whole: two at once again, never more.
+    assert_eq!(most_at_once(&spans(&lines)), 2);
     let late: Vec<_> = lines.iter().filter(|l| l["node"] == "node2").collect();
+    eprintln!("killed node: all done {:?} after the kill, node2 ran {}", killed.elapsed(), late.len());
     assert!(late.len() >= 6, "node2 ran {} of 8", late.len());
 }
 
@@ -221,6 +230,7 @@ fn a_limit_changed_while_nodes_run_is_followed_at_once() {
         let out = nats(&server, &["kv", "ls", "fleet-permits"]);
         text(&out.stdout).contains("c.0.sleep").then_some(())
     });
+    let raising = SystemTime::now();
     let out = nats(&server, &["kv", "put", "fleet-limits", "sleep", r#"{"concurrency":3}"#]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let raised = SystemTime::now();
@@ -228,9 +238,11 @@ fn a_limit_changed_while_nodes_run_is_followed_at_once() {
     let live = spans(&json_lines(&std::fs::read(&output).unwrap()));
     let mut starts: Vec<SystemTime> = live.iter().map(|s| s.0).collect();
     starts.sort();
-    assert!(starts[0] < raised, "the first task started before the change");
+    assert!(starts[0] < raising, "the first task started before the change");
     for s in &starts[1..3] {
+        assert!(*s >= raising, "a task started before the limit was raised");
         let after = s.duration_since(raised).unwrap_or_default();
+        eprintln!("raised: a held task started {after:?} after `nats kv put` returned");
         assert!(after < Duration::from_secs(1), "a task started {after:?} after the raise");
     }
     assert!(most_at_once(&live) <= 3);
