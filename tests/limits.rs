@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use fleet_testkit::secure::{Role, Secure};
 use fleet_testkit::*;
 
 /// `fleet setup` with a short `ack_wait` (the lease of a permit), then a limit.
@@ -259,10 +260,62 @@ fn a_limit_changed_while_nodes_run_is_followed_at_once() {
     ] {
         assert_eq!(fleet(&server, bad, b"").status.code(), Some(2), "{bad:?}");
     }
+    // A key no permit can be named by fails its own task (400), nothing else.
+    let out = nats(
+        &server,
+        &["req", "tasks.sleep", "10ms", "-H", "Task-Id:bad-key", "-H", "Task-Key:a.b"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let kept = eventually(Duration::from_secs(10), "the bad key's result", || {
+        let out = nats(&server, &["stream", "get", "RESULTS", "--last-for", "results.bad-key"]);
+        out.status.success().then(|| text(&out.stdout))
+    });
+    assert!(kept.contains("Nats-Service-Error-Code: 400"), "{kept}");
     let out = fleet(&server, &["limit", "remove", "sleep"], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(fleet(&server, &["limit", "remove", "sleep"], b"").status.code(), Some(1));
     // Unlimited again: four tasks run at once.
     let lines = submit(&server, &["--batch", "free"], &"500ms\n".repeat(4));
     assert_eq!(most_at_once(&spans(&lines)), 4);
+}
+
+/// Under the shipped least-privilege config: the admin sets a limit, the
+/// node role cannot change it (with `fleet` or `nats`), nodes in the node
+/// role take permits for a tenant's keyed tasks (one at a time per key),
+/// and no node raises a permission violation.
+#[test]
+fn nodes_read_limits_and_take_permits_under_least_privilege() {
+    let s = Secure::start();
+    s.setup(&["--ack-wait", "2s"]);
+    let set = ["limit", "set", "sleep", "--per-key-concurrency", "1"];
+    let out = s.fleet(Role::Admin, &set, b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_ne!(s.fleet(Role::Node, &set, b"").status.code(), Some(0));
+    let out = s.nats(Role::Node, &["kv", "put", "fleet-limits", "sleep", r#"{"concurrency":99}"#]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !out.status.success() || said.to_lowercase().contains("permissions violation"),
+        "the node role wrote a limit: {said}"
+    );
+    // The refusals above are the only violations allowed.
+    let refused = s.server.violations().len();
+    let _node = s.node("node1", &["--dev-builtins", "--concurrency", "4"]);
+    let mut args = vec!["submit", "sleep", "--json", "--key", "acme", "--timeout", "30s"];
+    let flags = Role::Alice.flags();
+    args.extend(flags.iter().map(String::as_str));
+    let out = fleet_testkit::process::fleet_at(&s.server.url(), &args, "300ms\n".repeat(3).as_bytes());
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 3);
+    assert_eq!(most_at_once(&spans(&lines)), 1, "key acme ran more than one at once");
+    let listed = s.nats(Role::Admin, &["kv", "get", "fleet-limits", "sleep", "--raw"]);
+    assert_eq!(text(&listed.stdout).trim(), r#"{"per_key_concurrency":1}"#);
+    let from_fleet: Vec<String> = s
+        .server
+        .violations()
+        .into_iter()
+        .skip(refused)
+        .filter(|l| l.contains(":rust:"))
+        .collect();
+    assert!(from_fleet.is_empty(), "violations by fleet processes:\n{}", from_fleet.join("\n"));
 }
