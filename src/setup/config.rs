@@ -304,6 +304,7 @@ mod tests {
     #[test]
     fn buckets_hold_one_expiring_value_per_key() {
         let all = stream_configs(&StreamSettings::default());
+        assert_eq!(all.len(), 8, "four streams, four buckets");
         for (b, name) in all[4..].iter().zip([
             "fleet-cancel",
             "fleet-unique",
