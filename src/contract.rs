@@ -53,6 +53,13 @@ pub const CANCEL_BUCKET: &str = "fleet-cancel";
 /// Key-value bucket of unique keys taken: key `<kind>.<unique key>`, value
 /// the id of the task holding it.
 pub const UNIQUE_BUCKET: &str = "fleet-unique";
+/// Key-value bucket of limits, written by the admin (`fleet limit set`) and
+/// watched by every node: key `<kind>`, value the limit as JSON
+/// (`{"concurrency":3,"rate":"20/s"}`).
+pub const LIMITS_BUCKET: &str = "fleet-limits";
+/// Key-value bucket of the permits and rate states nodes take before a
+/// limited task starts (leases with a `Nats-TTL`; see `limit::names`).
+pub const PERMITS_BUCKET: &str = "fleet-permits";
 
 /// The name every node registers under for NATS service discovery
 /// (`nats micro ls fleet`).
@@ -98,6 +105,9 @@ pub mod header {
     /// fired task not started within this long of entering `TASKS` is not
     /// run (`408 expired`), as if it carried a deadline that far out.
     pub const TASK_CATCH_UP: &str = "Task-Catch-Up";
+    /// On tasks: the key (a customer, a tenant, a domain) per-key limits
+    /// count the task under (`fleet limit set --per-key-concurrency`).
+    pub const TASK_KEY: &str = "Task-Key";
     /// On recurring schedules and the tasks they fire: the schedule's name.
     pub const TASK_SCHEDULE: &str = "Task-Schedule";
     /// Set by the server on a task a schedule fired: the schedule's subject.

@@ -48,12 +48,12 @@
 //! |---|---|---|
 //! | 9 | [`status`], [`dead`], [`cancel`] | the read side: queue depth and groups; dead letters; cancelling tasks |
 //! | 8 | [`schedule`] (`listed`, `manage`) | recurring schedules: reading them and their last runs, adding and removing them |
-//! | 7 | `node`, `submit` | the node (pull, lifecycle, pure decisions, metrics), the submitter (window, events; delayed batches, collecting results) |
+//! | 7 | `node`, `submit` | the node (pull, lifecycle, pure decisions, metrics, the gate of limits), the submitter (window, events; delayed batches, collecting results) |
 //! | 6 | [`handlers`] | the [`Handler`] trait and [`Registry`]; built-ins; exec handlers |
-//! | 5 | [`connect`], [`setup`], [`micro`], `direct`, [`unique`], [`pause`] | connection options and what a connection may do; streams and groups' consumers (pure configs, then making them); service discovery; batch direct gets; unique keys; pausing groups |
+//! | 5 | [`connect`], [`setup`], [`micro`], `direct`, [`unique`], [`pause`], [`limit`] | connection options and what a connection may do; streams and groups' consumers (pure configs, then making them); service discovery; batch direct gets; unique keys; pausing groups; setting limits |
 //! | 4 | `envelope` | the task envelope ([`Task`]): a delivered message read into one |
 //! | 3 | `schedule::{pattern, occurrence}` | schedule patterns and times; occurrence ids |
-//! | 2 | `check`, [`control`], [`edge`] | the pure checks of task ids, reply subjects and timeouts; deadlines, result TTLs, unique keys; edge sites served from the centre (pull fields, write subjects) |
+//! | 2 | `check`, [`control`], [`edge`], `limit::spec` | the pure checks of task ids, reply subjects and timeouts; deadlines, result TTLs, unique keys; edge sites served from the centre (pull fields, write subjects); limits, rates and permit names |
 //! | 1 | `error` | [`FailureKind`], [`TaskError`], [`Error`] by [`ErrorKind`] |
 //! | 0 | [`contract`] | every subject, stream, header name, code, limit and default |
 
@@ -68,6 +68,7 @@ pub mod edge;
 mod envelope;
 mod error;
 pub mod handlers;
+pub mod limit;
 pub mod micro;
 mod node;
 pub mod pause;

@@ -193,6 +193,15 @@ fn readme_commands_run_as_written() {
         "{all_output}"
     );
     assert!(all_output.contains("fleet_nodes 1"), "{all_output}");
+    // The limits block: the limit as listed, and as the nats CLI wrote it.
+    assert!(
+        all_output.contains("echo: concurrency 3, rate 20/s, per-key concurrency 1"),
+        "{all_output}"
+    );
+    assert!(
+        all_output.contains(r#"{"concurrency":3,"per_key_rate":"5/m"}"#),
+        "{all_output}"
+    );
     assert!(all_output.contains(r#""draining":true"#), "{all_output}");
     assert!(
         all_output.contains("done.1: already finished: ok"),

@@ -116,6 +116,9 @@ pub(crate) enum Command {
     Pause(crate::control::PauseArgs),
     /// Resume a paused group (or the group of one kind) (admin).
     Resume(crate::control::TargetArgs),
+    /// Set, list or remove concurrency and rate limits per kind and per key (admin).
+    #[command(subcommand)]
+    Limit(crate::limit::LimitCommand),
 }
 
 /// Where the dashboard listens and whom it lets in.

@@ -138,6 +138,7 @@ pub(crate) async fn run(
         Command::Schedule(command) => crate::schedule::run(client, command).await,
         Command::Pause(args) => crate::control::pause(&js, args).await,
         Command::Resume(args) => crate::control::resume(&js, args).await,
+        Command::Limit(command) => crate::limit::run(&js, command).await,
         Command::Dead(DeadCommand::Delete { kind, ids }) => {
             let gone = dead::delete(&js, kind.as_deref(), &ids).await?;
             eprintln!("{} dead letters deleted", gone.len());

@@ -29,6 +29,10 @@ pub(crate) struct SubmitControlArgs {
     /// Keep the unique key taken this long after the task ends.
     #[arg(long, value_name = "DUR", requires = "unique")]
     pub(crate) unique_for: Option<Duration>,
+    /// The key per-key limits count the tasks under (a customer, a tenant,
+    /// a domain; sets Task-Key; see `fleet limit set --per-key-concurrency`).
+    #[arg(long, value_name = "KEY")]
+    pub(crate) key: Option<String>,
 }
 
 impl SubmitControlArgs {
@@ -41,6 +45,7 @@ impl SubmitControlArgs {
                 key: key.clone(),
                 hold_for: self.unique_for.map(Into::into),
             }),
+            key: self.key.clone(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod cancel;
 mod commands;
 mod control;
 mod dashboard;
+mod limit;
 mod output;
 mod progress;
 mod schedule;

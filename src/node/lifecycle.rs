@@ -79,8 +79,13 @@ pub(super) async fn run(shared: &Shared, mut msg: jetstream::Message, slot: Slot
     };
     // Too many results on their way out: keep the slot, so pulling slows.
     let finishing = shared.finishing.clone().acquire_owned().await;
+    // A limited task's permits last until its result is written, so that
+    // no more than the limit run between Task-Started and Task-Finished.
+    let mut slot = slot;
+    let lease = slot.lease.take();
     drop(slot);
     finish(&ctx, outcome).await;
+    drop(lease);
     drop(finishing);
 }
 

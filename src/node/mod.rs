@@ -14,6 +14,7 @@ mod commit;
 mod control;
 mod credits;
 pub(crate) mod decide;
+mod gate;
 mod kind_metrics;
 mod lifecycle;
 mod observe;
@@ -139,6 +140,8 @@ struct Shared {
     marks: Arc<cancel::Marks>,
     /// Tasks past their handler, publishing the result and acking.
     finishing: Arc<Semaphore>,
+    /// Limits per kind and key (`fleet limit`): held tasks and permits.
+    gate: gate::Gate,
 }
 
 /// A worker process's runtime: bind the group's consumer, run tasks, drain.
@@ -218,6 +221,8 @@ impl Node {
         let marks = Arc::new(cancel::Marks::default());
         // Read before the first pull: a cancel issued while no node was up holds.
         let _watch = cancel_watch::watch(&js, marks.clone()).await;
+        let gate =
+            gate::Gate::start(&js, &config.name, bound.config.ack_wait, config.concurrency).await;
         let limits = Limits {
             default_timeout: config.task_timeout.min(config.max_task_timeout),
             max_timeout: config.max_task_timeout,
@@ -234,6 +239,7 @@ impl Node {
             cancel,
             marks,
             finishing: Arc::new(Semaphore::new(finishing_limit(config.concurrency))),
+            gate,
             config,
         });
         let config = &shared.config;
@@ -273,6 +279,7 @@ impl Node {
 
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let released = Arc::new(Notify::new());
+        shared.gate.drive(&shared, &slots, &released);
         tokio::pin!(shutdown);
         run_loop(
             &shared,
@@ -352,10 +359,12 @@ async fn run_loop(
     loop {
         let free = slots.available_permits();
         shared.observer.slots(concurrency - free, free);
+        shared.observer.held(shared.gate.held());
         if puller.credits.take_pause() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if let Err(err) = puller.ask(slots.available_permits()).await {
+        let askable = shared.gate.askable(slots.available_permits());
+        if let Err(err) = puller.ask(askable).await {
             warn!(%err, "pull request failed; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -394,6 +403,15 @@ async fn start(
     slots: &Arc<Semaphore>,
     released: &Arc<Notify>,
 ) {
+    // Limited kinds (and what finds no slot) wait in the gate, not a slot.
+    let msg = match shared.gate.pass(msg, slots.available_permits() > 0) {
+        gate::Pass::Run(msg) => msg,
+        gate::Pass::Held => return,
+        gate::Pass::Full(msg) => {
+            hand_back(shared, &msg).await;
+            return;
+        }
+    };
     let Ok(permit) = slots.clone().try_acquire_owned() else {
         // More arrived than was asked for (a request from before a
         // reconnect); hand it straight back.
@@ -403,6 +421,7 @@ async fn start(
     let slot = Slot {
         _permit: permit,
         released: released.clone(),
+        lease: None,
     };
     let shared = shared.clone();
     // Boxed: the task's future is large, and spawning moves it.
@@ -425,6 +444,7 @@ async fn drain(
     slots: &Arc<Semaphore>,
     cancel: watch::Sender<bool>,
 ) {
+    shared.gate.stop().await;
     let concurrency = shared.config.concurrency as u32;
     let grace_end = Instant::now() + shared.config.grace;
     let hand_back_open_requests = async {
@@ -474,6 +494,9 @@ fn finishing_limit(concurrency: usize) -> usize {
 struct Slot {
     _permit: OwnedSemaphorePermit,
     released: Arc<Notify>,
+    /// The permits of a limited task (the lifecycle frees them once its
+    /// result is written).
+    lease: Option<gate::Lease>,
 }
 
 impl Drop for Slot {

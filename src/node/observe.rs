@@ -60,6 +60,7 @@ struct Inner {
     other: KindMetrics,
     in_flight: Gauge,
     free_slots: Gauge,
+    held: Gauge,
     refused: Counter,
     reconnects: Counter,
     phase: AtomicU8,
@@ -83,6 +84,12 @@ impl Observer {
         let families = KindFamilies::register(&mut registry);
         let (in_flight, free_slots) = (Gauge::default(), Gauge::default());
         let (refused, reconnects) = (Counter::default(), Counter::default());
+        let held = Gauge::default();
+        registry.register(
+            "fleet_node_held",
+            "Tasks held back by a limit (fleet limit), using no slot",
+            held.clone(),
+        );
         registry.register(
             "fleet_node_in_flight",
             "Tasks running now",
@@ -116,6 +123,7 @@ impl Observer {
                 other,
                 in_flight,
                 free_slots,
+                held,
                 refused,
                 reconnects,
                 phase: AtomicU8::new(Phase::Starting as u8),
@@ -135,6 +143,11 @@ impl Observer {
     pub(super) fn slots(&self, in_flight: usize, free: usize) {
         self.inner.in_flight.set(in_flight as i64);
         self.inner.free_slots.set(free as i64);
+    }
+
+    /// Tasks held back by a limit now.
+    pub(super) fn held(&self, held: usize) {
+        self.inner.held.set(held as i64);
     }
 
     /// A result was refused because another attempt's is kept.

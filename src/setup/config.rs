@@ -84,8 +84,8 @@ pub const CANCEL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The streams of the wire contract: `SCHEDULES` (first: `TASKS` sources
 /// it), `TASKS`, `RESULTS` and `DEAD`, each capturing the fleet account's
-/// subjects and every tenant's, then the key-value buckets of cancel marks
-/// and unique keys.
+/// subjects and every tenant's, then the key-value buckets of cancel marks,
+/// unique keys, limits and permits.
 pub fn stream_configs(settings: &StreamSettings) -> Vec<Config> {
     let base = |name: &str, prefix: &str| Config {
         name: name.to_string(),
@@ -158,6 +158,8 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<Config> {
             ..bucket(contract::CANCEL_BUCKET, settings.replicas)
         },
         bucket(contract::UNIQUE_BUCKET, settings.replicas),
+        bucket(contract::LIMITS_BUCKET, settings.replicas),
+        bucket(contract::PERMITS_BUCKET, settings.replicas),
     ]
 }
 
@@ -313,7 +315,13 @@ mod tests {
     #[test]
     fn buckets_hold_one_expiring_value_per_key() {
         let all = stream_configs(&StreamSettings::default());
-        for (b, name) in all[4..].iter().zip(["fleet-cancel", "fleet-unique"]) {
+        assert_eq!(all.len(), 8, "four streams, four buckets");
+        for (b, name) in all[4..].iter().zip([
+            "fleet-cancel",
+            "fleet-unique",
+            "fleet-limits",
+            "fleet-permits",
+        ]) {
             assert_eq!(b.name, format!("KV_{name}"));
             assert_eq!(b.subjects, [format!("$KV.{name}.>")]);
             assert_eq!(b.max_messages_per_subject, 1);

@@ -33,6 +33,9 @@ pub struct TaskControls {
     /// A key no other queued or running task of the kind may hold
     /// (`Task-Unique`, `Task-Unique-For`).
     pub unique: Option<UniqueKey>,
+    /// The key per-key limits count each task under (`Task-Key`: a
+    /// customer, a tenant, a domain).
+    pub key: Option<String>,
 }
 
 /// Checks the controls of a submission of `kind`.
@@ -48,6 +51,11 @@ pub(super) fn check(controls: &TaskControls, kind: &str) -> Result<(), Error> {
     };
     if let Some(ttl) = controls.result_ttl {
         whole(header::RESULT_TTL, ttl)?;
+    }
+    if let Some(key) = &controls.key {
+        if let Err(why) = control::check_key(key) {
+            return usage(format!("bad --key {key:?}: {why}"));
+        }
     }
     if let Some(unique) = &controls.unique {
         if let Err(why) = control::unique_name(kind, &unique.key) {
@@ -71,6 +79,9 @@ pub(super) fn headers(controls: &TaskControls, now: SystemTime) -> Vec<(&'static
     }
     if let Some(ttl) = controls.result_ttl {
         headers.push((header::RESULT_TTL, control::ttl_value(ttl)));
+    }
+    if let Some(key) = &controls.key {
+        headers.push((header::TASK_KEY, key.clone()));
     }
     if let Some(unique) = &controls.unique {
         headers.push((header::TASK_UNIQUE, unique.key.clone()));
@@ -157,6 +168,7 @@ mod tests {
                 key: "r-1".into(),
                 hold_for: Some(Duration::from_secs(60)),
             }),
+            key: Some("acme".into()),
         };
         assert_eq!(
             headers(&controls, now),
@@ -164,6 +176,7 @@ mod tests {
                 ("Task-Deadline", "2026-12-01T09:00:30.000Z".to_string()),
                 ("Nats-TTL", "3630".to_string()),
                 ("Result-TTL", "3600".to_string()),
+                ("Task-Key", "acme".to_string()),
                 ("Task-Unique", "r-1".to_string()),
                 ("Task-Unique-For", "60".to_string()),
             ]
@@ -203,6 +216,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(bad(key("a.b")), ErrorKind::Usage);
+        let limit_key = |k: &str| TaskControls {
+            key: Some(k.into()),
+            ..Default::default()
+        };
+        assert_eq!(bad(limit_key("a b")), ErrorKind::Usage);
+        assert!(check(&limit_key("alice@x/1"), "echo").is_err());
+        assert!(check(&limit_key("acme-1"), "echo").is_ok());
         assert_eq!(bad(key("")), ErrorKind::Usage);
         assert!(check(&key("r-1"), "echo").is_ok());
         assert!(check(&key("r-1"), "a:b").is_err(), "a kind no key can name");
