@@ -34,6 +34,10 @@ pub struct ConnectConfig {
     /// credentials may be being rotated), or fail at once (commands a person
     /// is waiting for).
     pub wait_for_server: bool,
+    /// How often to ping the server ([`crate::contract::DEFAULT_PING_INTERVAL`]
+    /// when unset); two pings unanswered and the client moves to another
+    /// server of its list.
+    pub ping_interval: Option<Duration>,
 }
 
 /// Credentials. At most one method may be given; URL credentials are used
@@ -74,6 +78,7 @@ impl fmt::Debug for ConnectConfig {
             .field("tls", &self.tls)
             .field("inbox_prefix", &self.inbox_prefix)
             .field("wait_for_server", &self.wait_for_server)
+            .field("ping_interval", &self.ping_interval)
             .finish()
     }
 }
@@ -215,7 +220,16 @@ impl ConnectConfig {
                 "give one way to authenticate: --creds, --nkey, --user/--password or --token",
             ));
         }
-        let mut options = ConnectOptions::new().name(&self.name).max_reconnects(None);
+        let ping = self
+            .ping_interval
+            .unwrap_or(crate::contract::DEFAULT_PING_INTERVAL);
+        if ping.is_zero() {
+            return Err(usage("the ping interval must be more than 0"));
+        }
+        let mut options = ConnectOptions::new()
+            .name(&self.name)
+            .max_reconnects(None)
+            .ping_interval(ping);
         if let Some(path) = &a.creds_file {
             let text = std::fs::read_to_string(path).map_err(|e| {
                 Error::with_source(
@@ -432,6 +446,22 @@ mod tests {
         for secret in ["hunter2", "hunter3", "t0k", "tok@"] {
             assert!(!debug.contains(secret), "{debug}");
         }
+    }
+
+    #[test]
+    fn the_ping_interval_defaults_short_and_zero_is_refused() {
+        let with = |ping| ConnectConfig {
+            servers: "nats://127.0.0.1:4222".into(),
+            ping_interval: ping,
+            ..Default::default()
+        };
+        let shown = |c: ConnectConfig| format!("{:?}", c.options().unwrap().0);
+        let default = crate::contract::DEFAULT_PING_INTERVAL;
+        assert!(default <= Duration::from_secs(20), "{default:?}");
+        assert!(shown(with(None)).contains(&format!("\"ping_interval\": {default:?}")));
+        assert!(shown(with(Some(Duration::from_secs(1)))).contains("\"ping_interval\": 1s"));
+        let zero = with(Some(Duration::ZERO)).options().unwrap_err();
+        assert_eq!(zero.kind(), ErrorKind::Usage);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! | [`auth`] | certificates, nkeys and operator credentials, made per test |
 //! | [`server`] | one nats-server of a test's own: start, stop, restart |
 //! | [`cluster`] | three servers from `deploy/cluster/n*.conf` on loopback |
+//! | [`netns`] | hosts as network namespaces on one switch; cutting and healing links; a cluster and `fleet` processes on them |
 //! | [`process`] | `fleet node` and `fleet submit` processes |
 //! | [`os`] | signals, with the real `kill` |
 //! | [`streams`] | what a stream holds, read with an ordered consumer |
@@ -23,6 +24,7 @@ pub mod browser;
 pub mod checker;
 pub mod cluster;
 pub mod http;
+pub mod netns;
 pub mod os;
 pub mod process;
 pub mod rng;
