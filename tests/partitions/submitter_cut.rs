@@ -21,6 +21,10 @@ fn submitter_host_cut_off_and_restored_mid_batch() {
     let at_cut = site.results_so_far().len();
     std::thread::sleep(Duration::from_secs(5));
     site.net.heal("sub");
+    assert!(
+        submit.0.try_wait().unwrap().is_none(),
+        "the batch ended during the cut: make it longer"
+    );
     eprintln!("submitter cut off for 5 s with {at_cut} results in");
     site.wait_ok(&mut submit.0, Duration::from_secs(90));
     let report = site.check(0);
