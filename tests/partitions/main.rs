@@ -65,7 +65,11 @@ impl Site {
             &urls,
             &["setup", "--replicas", "3", "--ack-wait", ack_wait],
         );
-        assert!(setup.status.success(), "fleet setup: {}", text(&setup.stderr));
+        assert!(
+            setup.status.success(),
+            "fleet setup: {}",
+            text(&setup.stderr)
+        );
         let input = work.path().join("input");
         std::fs::write(&input, lines).unwrap();
         let out = work.path().join("out.jsonl");
@@ -131,10 +135,21 @@ impl Site {
             }
             let out = std::process::Command::new(tool("nats"))
                 .args(["--server", &self.cluster.servers[via].url()])
-                .args(["stream", "cluster", "step-down", stream, "--preferred", name])
+                .args([
+                    "stream",
+                    "cluster",
+                    "step-down",
+                    stream,
+                    "--preferred",
+                    name,
+                ])
                 .output()
                 .expect("running nats");
-            eprintln!("nats stream cluster step-down: {}{}", text(&out.stdout), text(&out.stderr));
+            eprintln!(
+                "nats stream cluster step-down: {}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
         panic!("{stream}'s leadership never moved to {name}");
@@ -200,7 +215,11 @@ impl Site {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        assert!(status.success(), "fleet submit failed: {}", self.submit_err());
+        assert!(
+            status.success(),
+            "fleet submit failed: {}",
+            self.submit_err()
+        );
     }
 
     /// The checker's table, read through `server` (a reachable one).

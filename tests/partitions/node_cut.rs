@@ -13,13 +13,23 @@ fn node_host_cut_off_past_ack_wait_then_restored() {
     let started = Instant::now();
     // Every 25th of the first 600 tasks runs 8 s: n1 holds some at the cut.
     let lines: String = (1..=1200)
-        .map(|n| if n <= 600 && n % 25 == 0 { "8s\n" } else { "100ms\n" })
+        .map(|n| {
+            if n <= 600 && n % 25 == 0 {
+                "8s\n"
+            } else {
+                "100ms\n"
+            }
+        })
         .collect();
     let site = Site::new("nodecut", &lines, "2s", &["--concurrency", "16"]);
     let mut submit = KillOnDrop(site.submit("sleep", &["--window", "256"]));
     // n1 has run tasks (so it holds some when the link goes).
     eventually(Duration::from_secs(30), "n1 finishing tasks", || {
-        assert!(submit.0.try_wait().unwrap().is_none(), "{}", site.submit_err());
+        assert!(
+            submit.0.try_wait().unwrap().is_none(),
+            "{}",
+            site.submit_err()
+        );
         let lines = site.results_so_far();
         (lines.iter().filter(|l| l["node"] == "n1").count() >= 20).then_some(())
     });
@@ -51,6 +61,12 @@ fn node_host_cut_off_past_ack_wait_then_restored() {
     let report = site.check(1);
     assert_nothing_lost(&report, site.tasks);
     assert!(rerun > 0, "no task of n1 was re-run elsewhere");
-    assert!(refused > 0.0, "no second result of a task run twice was refused by the fence");
-    assert!(n1_after > 0, "n1 did not rejoin: no result of its after the heal");
+    assert!(
+        refused > 0.0,
+        "no second result of a task run twice was refused by the fence"
+    );
+    assert!(
+        n1_after > 0,
+        "n1 did not rejoin: no result of its after the heal"
+    );
 }

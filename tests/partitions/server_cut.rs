@@ -31,8 +31,15 @@ fn server_leading_tasks_isolated_mid_batch() {
         for node in &mut site.nodes {
             node.wait_ready(Duration::from_secs(30));
         }
-        if let Some(n) = site.nodes.iter().position(|n| site.server_of(&n.name) == Some(at)) {
-            eprintln!("node {} is on {leader} (after {tries} restarts)", site.nodes[n].name);
+        if let Some(n) = site
+            .nodes
+            .iter()
+            .position(|n| site.server_of(&n.name) == Some(at))
+        {
+            eprintln!(
+                "node {} is on {leader} (after {tries} restarts)",
+                site.nodes[n].name
+            );
             break;
         }
         assert!(tries < 20, "no node ever connected to {leader}");
@@ -42,7 +49,11 @@ fn server_leading_tasks_isolated_mid_batch() {
         site.start_node(&name, &node_args);
     }
     site.wait_results(&mut submit.0, 100);
-    assert_eq!(site.leader("TASKS", at), leader, "TASKS moved before the cut");
+    assert_eq!(
+        site.leader("TASKS", at),
+        leader,
+        "TASKS moved before the cut"
+    );
     let host = site.cluster.servers[at].host.name.clone();
     site.net.cut(&host);
     let cut_at = Instant::now();
@@ -68,7 +79,10 @@ fn server_leading_tasks_isolated_mid_batch() {
     eprintln!(
         "{leader} isolated with {at_cut} results in; {elected} elected {elected_after:?} after the cut; 100 more results {moved_after:?} after; healed with {at_heal}"
     );
-    assert!((at_heal as u64) < site.tasks, "the batch ended during the cut: make it longer");
+    assert!(
+        (at_heal as u64) < site.tasks,
+        "the batch ended during the cut: make it longer"
+    );
     site.wait_ok(&mut submit.0, Duration::from_secs(90));
     // The old leader is back as a follower of the one the majority chose.
     site.cluster.wait_formed(Duration::from_secs(30));

@@ -3,7 +3,7 @@
 //! runs: node SIGKILL and SIGSTOP past `ack_wait`, a server SIGKILLed and
 //! started again, node and server hosts cut off and healed. `bin/soak`
 //! runs it with 100,000 tasks (`FLEET_SOAK_TASKS`); the test suite runs
-//! 3,000. The seed is printed (`FLEET_SEED` replays a run's faults).
+//! 6,000. The seed is printed (`FLEET_FAULT_SEED` replays a run's faults).
 
 use super::*;
 
@@ -22,10 +22,12 @@ fn mixed_faults_on_hosts() {
     let tasks: u64 = std::env::var("FLEET_SOAK_TASKS")
         .ok()
         .map(|v| v.parse().expect("FLEET_SOAK_TASKS is a number"))
-        .unwrap_or(3000);
+        .unwrap_or(6000);
     let started = Instant::now();
-    let lines = "20ms\n".repeat(tasks as usize);
-    let node_args = ["--concurrency", "32", "--grace", "2s"];
+    // Tasks of 100 ms on 3 × 16 slots: at most 480 tasks/s, so the faults
+    // land while the batch runs.
+    let lines = "100ms\n".repeat(tasks as usize);
+    let node_args = ["--concurrency", "16", "--grace", "2s"];
     let mut site = Site::new("soak", &lines, "2s", &node_args);
     let mut submit = KillOnDrop(site.submit("sleep", &["--window", "512"]));
     let mut rng = fleet_testkit::rng::XorShift::from_env();
@@ -35,7 +37,7 @@ fn mixed_faults_on_hosts() {
         let mut plan = FAULTS.to_vec();
         rng.shuffle(&mut plan);
         for fault in plan {
-            std::thread::sleep(Duration::from_millis(200 + rng.below(600)));
+            std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
             if submit.0.try_wait().unwrap().is_some() {
                 break 'run;
             }
@@ -65,7 +67,12 @@ fn mixed_faults_on_hosts() {
 }
 
 /// Injects `fault` into a host picked at random; says what it did.
-fn inject(site: &mut Site, fault: &str, rng: &mut fleet_testkit::rng::XorShift, node_args: &[&str]) -> String {
+fn inject(
+    site: &mut Site,
+    fault: &str,
+    rng: &mut fleet_testkit::rng::XorShift,
+    node_args: &[&str],
+) -> String {
     let n = rng.below(site.nodes.len() as u64) as usize;
     let s = rng.below(3) as usize;
     match fault {
@@ -108,7 +115,10 @@ fn inject(site: &mut Site, fault: &str, rng: &mut fleet_testkit::rng::XorShift, 
             std::thread::sleep(Duration::from_millis(3000));
             site.net.heal(&host);
             site.cluster.wait_formed(Duration::from_secs(60));
-            format!("{fault}: {host} ({}) cut off 3 s", site.cluster.servers[s].name)
+            format!(
+                "{fault}: {host} ({}) cut off 3 s",
+                site.cluster.servers[s].name
+            )
         }
     }
 }

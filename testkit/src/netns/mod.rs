@@ -129,7 +129,11 @@ fn sweep() {
     let _ = std::fs::create_dir_all(CLAIMS);
     let mut owned = Vec::new();
     for entry in std::fs::read_dir(CLAIMS).into_iter().flatten().flatten() {
-        let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<u8>().ok()) else {
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u8>().ok())
+        else {
             continue;
         };
         let pid = std::fs::read_to_string(entry.path())
@@ -202,9 +206,7 @@ impl Net {
             };
             let (here, there) = (format!("fl{id}h{i}"), format!("fl{id}p{i}"));
             ip(&["netns", "add", &host.ns]);
-            ip(&[
-                "link", "add", &here, "type", "veth", "peer", "name", &there,
-            ]);
+            ip(&["link", "add", &here, "type", "veth", "peer", "name", &there]);
             ip(&["link", "set", &here, "netns", &host.ns]);
             ip(&["link", "set", &there, "netns", &switch]);
             ip(&["-n", &host.ns, "link", "set", &here, "name", "eth0"]);

@@ -166,8 +166,7 @@ impl NetCluster {
     pub fn wait_formed(&self, limit: Duration) {
         let start = Instant::now();
         loop {
-            let running: Vec<&NetServer> =
-                self.servers.iter().filter(|s| s.is_running()).collect();
+            let running: Vec<&NetServer> = self.servers.iter().filter(|s| s.is_running()).collect();
             let metas: Vec<serde_json::Value> = running
                 .iter()
                 .map(|s| {
