@@ -258,6 +258,11 @@ pub const MAX_HEADER_BYTES: usize = 8 * 1024;
 pub const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Longest `Task-Timeout` a node accepts unless its operator allows more.
 pub const DEFAULT_MAX_TASK_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// How often a client pings its server. Two pings unanswered and it drops
+/// the connection and moves to another server of its list: a dead link or
+/// an isolated server is left within about three intervals (async-nats
+/// alone pings once a minute: three minutes on a server nobody can reach).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest error text carried in `Nats-Service-Error`, in characters.
 pub const MAX_ERROR_CHARS: usize = 1024;
 

@@ -71,6 +71,10 @@ pub(crate) struct NatsArgs {
     /// Prefix of this connection's inboxes (a role allowed only its own).
     #[arg(long, global = true, env = "NATS_INBOX_PREFIX")]
     pub(crate) inbox_prefix: Option<String>,
+    /// How often to ping the server; two pings unanswered and the
+    /// connection moves to another server of --server's list.
+    #[arg(long, global = true, env = "FLEET_PING_INTERVAL", default_value_t = contract::DEFAULT_PING_INTERVAL.into())]
+    pub(crate) ping_interval: Duration,
 }
 
 /// How log lines are written (standard error).

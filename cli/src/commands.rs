@@ -245,6 +245,7 @@ fn connect_config(nats: &NatsArgs, name: String, node: bool) -> ConnectConfig {
             first: nats.tlsfirst,
         },
         inbox_prefix: nats.inbox_prefix.clone(),
+        ping_interval: Some(nats.ping_interval.into()),
     }
 }
 

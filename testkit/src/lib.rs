@@ -11,6 +11,7 @@
 //! | [`cluster`] | three servers from `deploy/cluster/n*.conf` on loopback |
 //! | [`link`] | links a test cuts and restores (a TCP proxy on loopback) |
 //! | [`edge`] | a central server and an edge site from `deploy/edge/*.conf`, linked |
+//! | [`netns`] | hosts as network namespaces on one switch; cutting and healing links; a cluster and `fleet` processes on them |
 //! | [`process`] | `fleet node` and `fleet submit` processes |
 //! | [`os`] | signals, with the real `kill` |
 //! | [`streams`] | what a stream holds, read with an ordered consumer |
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod edge;
 pub mod http;
 pub mod link;
+pub mod netns;
 pub mod os;
 pub mod process;
 pub mod rng;

@@ -100,9 +100,14 @@ impl ClusterServer {
 
 /// A GET on `127.0.0.1:<port><path>`, the body parsed as JSON.
 pub fn http_json(port: u16, path: &str) -> Option<serde_json::Value> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    http_json_at(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path)
+}
+
+/// A GET on `<addr><path>`, the body parsed as JSON.
+pub fn http_json_at(addr: std::net::SocketAddr, path: &str) -> Option<serde_json::Value> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(conn, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", addr.ip()).ok()?;
     let mut response = String::new();
     conn.read_to_string(&mut response).ok()?;
     let (_, body) = response.split_once("\r\n\r\n")?;

@@ -1,0 +1,72 @@
+//! Scenario 1: a node host cut off from every server mid-batch for longer
+//! than `ack_wait`, then restored.
+
+use super::*;
+
+/// Node host n1 loses its link for 5 s with `ack_wait` 2 s: the servers
+/// hand its tasks to n2 and n3. Tasks of 8 s that n1 was running across
+/// the cut then run twice: n1's attempt and another node's; the fence
+/// keeps the first result and refuses the second. Once the link is back
+/// n1 finishes tasks again. Every task ends with exactly one result.
+#[test]
+fn node_host_cut_off_past_ack_wait_then_restored() {
+    let started = Instant::now();
+    // Every 25th of the first 600 tasks runs 8 s: n1 holds some at the cut.
+    let lines: String = (1..=1200)
+        .map(|n| {
+            if n <= 600 && n % 25 == 0 {
+                "8s\n"
+            } else {
+                "100ms\n"
+            }
+        })
+        .collect();
+    let site = Site::new("nodecut", &lines, "2s", &["--concurrency", "16"]);
+    let mut submit = KillOnDrop(site.submit("sleep", &["--window", "256"]));
+    // n1 has run tasks (so it holds some when the link goes).
+    eventually(Duration::from_secs(30), "n1 finishing tasks", || {
+        assert!(
+            submit.0.try_wait().unwrap().is_none(),
+            "{}",
+            site.submit_err()
+        );
+        let lines = site.results_so_far();
+        (lines.iter().filter(|l| l["node"] == "n1").count() >= 20).then_some(())
+    });
+    site.net.cut("n1");
+    let at_cut = site.results_so_far().len();
+    std::thread::sleep(Duration::from_secs(5));
+    site.net.heal("n1");
+    let at_heal = site.results_so_far().len();
+    eprintln!("n1 cut with {at_cut} results in, healed with {at_heal}");
+    assert!(
+        (at_heal as u64) < site.tasks,
+        "the batch ended during the cut: make it longer"
+    );
+    site.wait_ok(&mut submit.0, Duration::from_secs(90));
+    let lines = site.results_so_far();
+    let rerun = lines
+        .iter()
+        .filter(|l| l["attempt"].as_u64().unwrap_or(1) > 1)
+        .count();
+    let n1_after = lines[at_heal..]
+        .iter()
+        .filter(|l| l["node"] == "n1")
+        .count();
+    let refused: f64 = ["n1", "n2", "n3"].iter().map(|n| site.refused(n)).sum();
+    println!(
+        "re-run tasks: {rerun}; results refused by the fence: {refused}; n1's results after the heal: {n1_after}; run took {:?}",
+        started.elapsed()
+    );
+    let report = site.check(1);
+    assert_nothing_lost(&report, site.tasks);
+    assert!(rerun > 0, "no task of n1 was re-run elsewhere");
+    assert!(
+        refused > 0.0,
+        "no second result of a task run twice was refused by the fence"
+    );
+    assert!(
+        n1_after > 0,
+        "n1 did not rejoin: no result of its after the heal"
+    );
+}
