@@ -88,7 +88,13 @@ fn poison_task_goes_to_dead_and_replays() {
 fn submitter_killed_and_rerun() {
     let s = Scenario::new(3, &["--concurrency", "8"], "again", &"20ms\n".repeat(3000));
     let mut first = s.submit("sleep", &["--window", "64"]);
-    std::thread::sleep(Duration::from_millis(700));
+    // Killed once it has printed some results (not after a fixed time: on a
+    // busy machine 700 ms was sometimes before the first).
+    eventually(Duration::from_secs(30), "the first results printed", || {
+        let out = std::fs::read(&s.out).unwrap_or_default();
+        let printed = out.iter().filter(|b| **b == b'\n').count();
+        (printed >= 50).then_some(())
+    });
     assert_running(&mut first);
     signal(&first, "KILL");
     let _ = first.wait();
