@@ -56,7 +56,12 @@ pub(super) async fn run(shared: &Shared, mut msg: jetstream::Message, slot: Slot
             if envelope.control.catch_up.is_some() {
                 let stored = UNIX_EPOCH
                     + Duration::from_nanos(u64::try_from(delivery.stored_ns).unwrap_or(0));
-                let due = catch_up::due(&shared.client, &headers, kind).await;
+                // Only the fleet account's schedules fire runs: a tenant's
+                // task naming a scheduler gets no lookups made for it.
+                let due = match envelope.tenant {
+                    None => catch_up::due(&shared.client, &headers, kind).await,
+                    Some(_) => None,
+                };
                 envelope.control.anchor(stored, due);
             }
             let outcome = execute(shared, &msg, &headers, kind, delivery, &envelope).await;
