@@ -56,6 +56,25 @@ fn submit(server: &NatsServer, args: &[&str], lines: &str) -> Vec<serde_json::Va
     lines
 }
 
+/// Starts `fleet submit sleep --json --batch BATCH --timeout 60s ARGS…` in
+/// the background with `lines` on standard input; returns it and the file
+/// its results go to.
+fn submit_in_background(
+    server: &NatsServer,
+    batch: &str,
+    args: &[&str],
+    lines: &str,
+) -> (KillOnDrop, std::path::PathBuf) {
+    let dir = server.dir.path();
+    let input = dir.join(format!("{batch}.in"));
+    std::fs::write(&input, lines).unwrap();
+    let output = dir.join(format!("{batch}.out"));
+    let mut all = vec!["sleep", "--json", "--batch", batch, "--timeout", "60s"];
+    all.extend_from_slice(args);
+    let child = KillOnDrop(spawn_submit(server, &all, &input, &output));
+    (child, output)
+}
+
 fn time(value: &serde_json::Value) -> SystemTime {
     humantime::parse_rfc3339(value.as_str().unwrap_or_else(|| panic!("no time: {value}"))).unwrap()
 }
@@ -160,25 +179,7 @@ fn a_burst_on_one_key_does_not_hold_back_another() {
     let server = NatsServer::start();
     setup(&server, &["sleep", "--per-key-concurrency", "1"]);
     let _nodes = nodes(&server, 2, "4");
-    let dir = server.dir.path();
-    let a_in = dir.join("a.in");
-    std::fs::write(&a_in, "150ms\n".repeat(12)).unwrap();
-    let a_out = dir.join("a.out");
-    let mut a = KillOnDrop(spawn_submit(
-        &server,
-        &[
-            "sleep",
-            "--json",
-            "--batch",
-            "a",
-            "--key",
-            "a",
-            "--timeout",
-            "60s",
-        ],
-        &a_in,
-        &a_out,
-    ));
+    let (mut a, a_out) = submit_in_background(&server, "a", &["--key", "a"], &"150ms\n".repeat(12));
     // b comes once a's burst is queued and running.
     eventually(Duration::from_secs(10), "key a running", || {
         let out = nats(&server, &["kv", "ls", "fleet-permits"]);
@@ -217,16 +218,7 @@ fn permits_of_a_killed_node_come_back() {
     let server = NatsServer::start();
     setup(&server, &["sleep", "--concurrency", "2"]);
     let all = nodes(&server, 2, "4");
-    let dir = server.dir.path();
-    let input = dir.join("kill.in");
-    std::fs::write(&input, "1s\n".repeat(8)).unwrap();
-    let output = dir.join("kill.out");
-    let mut submitter = KillOnDrop(spawn_submit(
-        &server,
-        &["sleep", "--json", "--batch", "kill", "--timeout", "60s"],
-        &input,
-        &output,
-    ));
+    let (mut submitter, output) = submit_in_background(&server, "kill", &[], &"1s\n".repeat(8));
     eventually(Duration::from_secs(15), "node1 holding a permit", || {
         let out = nats(
             &server,
@@ -275,16 +267,7 @@ fn a_limit_changed_while_nodes_run_is_followed_at_once() {
     let server = NatsServer::start();
     setup(&server, &["sleep", "--concurrency", "1"]);
     let _nodes = nodes(&server, 1, "8");
-    let dir = server.dir.path();
-    let input = dir.join("live.in");
-    std::fs::write(&input, "1500ms\n".repeat(4)).unwrap();
-    let output = dir.join("live.out");
-    let mut submitter = KillOnDrop(spawn_submit(
-        &server,
-        &["sleep", "--json", "--batch", "live", "--timeout", "60s"],
-        &input,
-        &output,
-    ));
+    let (mut submitter, output) = submit_in_background(&server, "live", &[], &"1500ms\n".repeat(4));
     eventually(Duration::from_secs(10), "one task running", || {
         let out = nats(&server, &["kv", "ls", "fleet-permits"]);
         text(&out.stdout).contains("c.0.sleep").then_some(())

@@ -100,29 +100,27 @@ impl Site {
         })
     }
 
-    /// The leader of `stream`, asked through server `via`.
-    fn leader(&self, stream: &str, via: usize) -> String {
+    /// What server `via` says of `stream` (waiting up to 30 s for an answer).
+    fn stream_info(&self, stream: &str, via: usize) -> async_nats::jetstream::stream::Info {
         let url = self.cluster.servers[via].url();
         rt().block_on(async {
             let client = async_nats::connect(url).await.expect("connecting");
             let js = async_nats::jetstream::new(client);
             let limit = Instant::now() + Duration::from_secs(30);
-            let info = fleet_testkit::cluster::stream_info_when(&js, stream, limit, |_| true).await;
-            info.cluster.and_then(|c| c.leader).expect("a leader")
+            fleet_testkit::cluster::stream_info_when(&js, stream, limit, |_| true).await
         })
+    }
+
+    /// The leader of `stream`, asked through server `via`.
+    fn leader(&self, stream: &str, via: usize) -> String {
+        let info = self.stream_info(stream, via);
+        info.cluster.and_then(|c| c.leader).expect("a leader")
     }
 
     /// How many messages `stream` ever stored (its last sequence), asked
     /// through server `via`.
     fn stored(&self, stream: &str, via: usize) -> u64 {
-        let url = self.cluster.servers[via].url();
-        rt().block_on(async {
-            let client = async_nats::connect(url).await.expect("connecting");
-            let js = async_nats::jetstream::new(client);
-            let limit = Instant::now() + Duration::from_secs(30);
-            let info = fleet_testkit::cluster::stream_info_when(&js, stream, limit, |_| true).await;
-            info.state.last_sequence
-        })
+        self.stream_info(stream, via).state.last_sequence
     }
 
     /// Moves `stream`'s leadership to server `name` (`nats stream cluster
