@@ -29,6 +29,11 @@ pub(crate) struct SubmitControlArgs {
     /// Keep the unique key taken this long after the task ends.
     #[arg(long, value_name = "DUR", requires = "unique")]
     pub(crate) unique_for: Option<Duration>,
+    /// The priority band: high, normal or low. High tasks start first; low
+    /// ones when the others leave room, never starved (published to
+    /// tasks-high.<kind> / tasks-low.<kind>, with Task-Priority).
+    #[arg(long, value_name = "BAND", default_value = "normal")]
+    pub(crate) priority: fleet::priority::Priority,
 }
 
 impl SubmitControlArgs {
@@ -41,6 +46,7 @@ impl SubmitControlArgs {
                 key: key.clone(),
                 hold_for: self.unique_for.map(Into::into),
             }),
+            priority: self.priority,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! rest, which hand their task back at once; wait for results on their way
 //! out; flush with a bound.
 
+mod bands;
 mod cancel;
 mod cancel_watch;
 mod commit;
@@ -21,6 +22,7 @@ mod process;
 mod pull;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +38,7 @@ use crate::envelope::Limits;
 use crate::error::{Error, ErrorKind};
 use crate::handlers::Registry;
 use crate::micro;
+use crate::priority::{Priority, Weights};
 use crate::setup::{self, GroupSettings, StreamSettings};
 pub use decide::RetryPolicy;
 pub use observe::{Observer, Phase};
@@ -55,6 +58,9 @@ pub struct NodeConfig {
     pub create: bool,
     /// Handlers run at once in this process.
     pub concurrency: usize,
+    /// How the slots are shared by the priority bands that have work
+    /// (high, normal, low).
+    pub priority_weights: Weights,
     /// How failures are retried.
     pub retry: RetryPolicy,
     /// Timeout of a task that names none.
@@ -76,6 +82,7 @@ impl Default for NodeConfig {
             group: GroupSettings::default(),
             create: false,
             concurrency: contract::DEFAULT_CONCURRENCY,
+            priority_weights: Weights::default(),
             retry: RetryPolicy::default(),
             task_timeout: contract::DEFAULT_TASK_TIMEOUT,
             max_task_timeout: contract::DEFAULT_MAX_TASK_TIMEOUT,
@@ -192,6 +199,9 @@ impl Node {
             setup::ensure_consumer(&js, &config.group).await?;
         }
         let bound = setup::bind(&js, &config.group.name).await?;
+        for band in [Priority::High, Priority::Low] {
+            setup::bind(&js, &band.consumer(&config.group.name)).await?;
+        }
         let (cancel_tx, cancel) = watch::channel(false);
         let marks = Arc::new(cancel::Marks::default());
         // Read before the first pull: a cancel issued while no node was up holds.
@@ -221,6 +231,7 @@ impl Node {
             contract::TASKS_STREAM,
             &config.group.name,
             config.concurrency,
+            config.priority_weights,
         )
         .await?;
         let pause = paused::watch(&self.client, &config.group.name, bound.paused).await;
@@ -241,25 +252,22 @@ impl Node {
             .bound(&config.name, &config.group.name, &id, config.concurrency);
         let discovery = register(&shared, &id).await;
         info!(node = %config.name, group = %config.group.name, concurrency = config.concurrency,
-            handlers = ?shared.registry.kinds(), takes = ?bound.config.filter_subjects,
+            priority_weights = %config.priority_weights, handlers = ?shared.registry.kinds(), takes = ?bound.config.filter_subjects,
             ack_wait = ?bound.config.ack_wait, id = %id, "{}", contract::READY_SIGNAL);
 
-        let slots = Arc::new(Semaphore::new(config.concurrency));
-        let released = Arc::new(Notify::new());
+        let slots = Slots {
+            free: Arc::new(Semaphore::new(config.concurrency)),
+            released: Arc::new(Notify::new()),
+            running: Arc::default(),
+            stopping: watch::channel(false).0,
+        };
         tokio::pin!(shutdown);
-        run_loop(
-            &shared,
-            &mut puller,
-            &slots,
-            &released,
-            &mut control,
-            shutdown,
-        )
-        .await?;
+        run_loop(&shared, &mut puller, &slots, &mut control, shutdown).await?;
 
         shared.observer.set_phase(Phase::Draining);
         info!(node = %config.name, "stopping: no new tasks; draining");
-        drain(&shared, &mut puller, &slots, cancel_tx).await;
+        let _ = slots.stopping.send(true);
+        drain(&shared, &mut puller, &slots.free, cancel_tx).await;
         if let Some(discovery) = discovery {
             discovery.stop();
         }
@@ -313,27 +321,44 @@ async fn register(shared: &Arc<Shared>, id: &str) -> Option<micro::Registration>
     }
 }
 
+/// A node's slots: the permits handlers hold, and who holds them.
+struct Slots {
+    free: Arc<Semaphore>,
+    /// Woken when a handler gives its slot back.
+    released: Arc<Notify>,
+    /// Tasks of each band running or waiting for a slot.
+    running: Arc<[AtomicUsize; 3]>,
+    /// Set when the node stops: tasks waiting for a slot go back.
+    stopping: watch::Sender<bool>,
+}
+
+impl Slots {
+    fn running(&self) -> [usize; 3] {
+        std::array::from_fn(|i| self.running[i].load(Ordering::Relaxed))
+    }
+}
+
 async fn run_loop(
     shared: &Arc<Shared>,
     puller: &mut Puller,
-    slots: &Arc<Semaphore>,
-    released: &Arc<Notify>,
+    slots: &Slots,
     control: &mut Subscriber,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), Error> {
     let concurrency = shared.config.concurrency;
     loop {
-        let free = slots.available_permits();
+        let free = slots.free.available_permits();
         shared.observer.slots(concurrency - free, free);
-        if puller.credits.take_pause() {
+        if puller.take_pause() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        if let Err(err) = puller.ask(slots.available_permits()).await {
+        let free = slots.free.available_permits();
+        if let Err(err) = puller.ask(free, slots.running()).await {
             warn!(%err, "pull request failed; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        let lost_at = puller.credits.lost_at();
+        let lost_at = puller.lost_at();
         tokio::select! {
             biased;
             _ = &mut shutdown => return Ok(()),
@@ -349,37 +374,52 @@ async fn run_loop(
                 let Some(msg) = msg else {
                     return Err(Error::new(ErrorKind::Connection, "connection to NATS closed"));
                 };
-                if let Some(task) = puller.take(msg) {
-                    start(shared, task, slots, released).await;
+                if let Some((band, task)) = puller.take(msg) {
+                    start(shared, task, band, slots);
                 }
             }
-            _ = released.notified() => {}
+            _ = slots.released.notified() => {}
             // Requests lost with a connection never report back.
-            _ = sleep_until(lost_at.unwrap_or_else(Instant::now)), if lost_at.is_some() => puller.credits.forget(),
+            _ = sleep_until(lost_at.unwrap_or_else(Instant::now)), if lost_at.is_some() => puller.forget_lost(Instant::now()),
         }
     }
 }
 
-/// Starts one delivered task in its own tokio task, holding one slot.
-async fn start(
-    shared: &Arc<Shared>,
-    msg: jetstream::Message,
-    slots: &Arc<Semaphore>,
-    released: &Arc<Notify>,
-) {
-    let Ok(permit) = slots.clone().try_acquire_owned() else {
-        // More arrived than was asked for (a request from before a
-        // reconnect); hand it straight back.
-        hand_back(shared, &msg).await;
-        return;
-    };
-    let slot = Slot {
-        _permit: permit,
-        released: released.clone(),
-    };
+/// Starts one delivered task in its own tokio task, holding one slot. A
+/// task that arrives with no slot free (a probe of a band with no work
+/// seen, or a request made while idle: see [`bands`]) waits for the next
+/// one, ahead of any new request; it goes back when the node stops, or
+/// after half of `ack_wait`, before the server would hand it to another.
+fn start(shared: &Arc<Shared>, msg: jetstream::Message, band: Priority, slots: &Slots) {
+    let running = slots.running.clone();
+    running[band.index()].fetch_add(1, Ordering::Relaxed);
+    let free = slots.free.clone();
+    let released = slots.released.clone();
+    let mut stopping = slots.stopping.subscribe();
     let shared = shared.clone();
     // Boxed: the task's future is large, and spawning moves it.
     tokio::spawn(Box::pin(async move {
+        let permit = match free.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let wait = tokio::time::timeout(shared.ack_wait / 2, free.acquire_owned());
+                tokio::select! {
+                    permit = wait => permit.ok().and_then(Result::ok),
+                    _ = stopping.wait_for(|stop| *stop) => None,
+                }
+            }
+        };
+        let Some(permit) = permit else {
+            running[band.index()].fetch_sub(1, Ordering::Relaxed);
+            hand_back(&shared, &msg).await;
+            return;
+        };
+        let slot = Slot {
+            _permit: permit,
+            released,
+            running,
+            band: band.index(),
+        };
         lifecycle::run(&shared, msg, slot).await;
     }));
 }
@@ -401,11 +441,11 @@ async fn drain(
     let concurrency = shared.config.concurrency as u32;
     let grace_end = Instant::now() + shared.config.grace;
     let hand_back_open_requests = async {
-        let until = puller.credits.asked_at() + PULL_EXPIRES + Duration::from_millis(500);
-        while puller.credits.outstanding() > 0 {
+        let until = puller.asked_at() + PULL_EXPIRES + Duration::from_millis(500);
+        while puller.outstanding() > 0 {
             tokio::select! {
                 msg = puller.next() => match msg {
-                    Some(msg) => if let Some(task) = puller.take(msg) { hand_back(shared, &task).await },
+                    Some(msg) => if let Some((_, task)) = puller.take(msg) { hand_back(shared, &task).await },
                     None => break,
                 },
                 _ = sleep_until(until) => break,
@@ -447,10 +487,13 @@ fn finishing_limit(concurrency: usize) -> usize {
 struct Slot {
     _permit: OwnedSemaphorePermit,
     released: Arc<Notify>,
+    running: Arc<[AtomicUsize; 3]>,
+    band: usize,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.running[self.band].fetch_sub(1, Ordering::Relaxed);
         self.released.notify_one();
     }
 }

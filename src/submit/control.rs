@@ -7,6 +7,7 @@
 //! | `expire_after`  | `Task-Deadline` (publish time + it), `Nats-TTL` backstop     |
 //! | `result_ttl`    | `Result-TTL`                                                 |
 //! | `unique`        | `Task-Unique`, `Task-Unique-For`; the key taken first        |
+//! | `priority`      | `Task-Priority` (not normal); the band's subject decides it  |
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -19,6 +20,7 @@ use super::report::TaskStatus;
 use crate::contract::header;
 use crate::control::{self, UniqueKey};
 use crate::error::{Error, ErrorKind};
+use crate::priority::Priority;
 use crate::unique::{self, Claim, SAFETY_TTL};
 
 /// What each task of a submission is controlled by. `..Default::default()`
@@ -33,6 +35,9 @@ pub struct TaskControls {
     /// A key no other queued or running task of the kind may hold
     /// (`Task-Unique`, `Task-Unique-For`).
     pub unique: Option<UniqueKey>,
+    /// The band the tasks are published in (`tasks-high.<kind>` for high);
+    /// normal by default.
+    pub priority: Priority,
 }
 
 /// Checks the controls of a submission of `kind`.
@@ -71,6 +76,9 @@ pub(super) fn headers(controls: &TaskControls, now: SystemTime) -> Vec<(&'static
     }
     if let Some(ttl) = controls.result_ttl {
         headers.push((header::RESULT_TTL, control::ttl_value(ttl)));
+    }
+    if controls.priority != Priority::Normal {
+        headers.push((header::TASK_PRIORITY, controls.priority.to_string()));
     }
     if let Some(unique) = &controls.unique {
         headers.push((header::TASK_UNIQUE, unique.key.clone()));
@@ -157,6 +165,7 @@ mod tests {
                 key: "r-1".into(),
                 hold_for: Some(Duration::from_secs(60)),
             }),
+            priority: Priority::High,
         };
         assert_eq!(
             headers(&controls, now),
@@ -164,6 +173,7 @@ mod tests {
                 ("Task-Deadline", "2026-12-01T09:00:30.000Z".to_string()),
                 ("Nats-TTL", "3630".to_string()),
                 ("Result-TTL", "3600".to_string()),
+                ("Task-Priority", "high".to_string()),
                 ("Task-Unique", "r-1".to_string()),
                 ("Task-Unique-For", "60".to_string()),
             ]
