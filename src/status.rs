@@ -184,7 +184,10 @@ pub async fn status(js: &Context) -> Result<Status, Error> {
 }
 
 /// The age of the oldest task `info`'s consumer has not handed out.
-async fn oldest_of<I>(stream: &Stream<I>, info: &async_nats::jetstream::consumer::Info) -> Option<f64> {
+async fn oldest_of<I>(
+    stream: &Stream<I>,
+    info: &async_nats::jetstream::consumer::Info,
+) -> Option<f64> {
     if info.num_pending == 0 {
         return None;
     }
@@ -342,7 +345,11 @@ fn by_kind_text(counts: &[KindCount]) -> String {
     let parts: Vec<String> = counts
         .iter()
         .map(|c| {
-            let band = c.priority.as_deref().map(|p| format!(" {p}")).unwrap_or_default();
+            let band = c
+                .priority
+                .as_deref()
+                .map(|p| format!(" {p}"))
+                .unwrap_or_default();
             match &c.tenant {
                 Some(t) => format!("{t}/{}{band} {}", c.kind, c.count),
                 None => format!("{}{band} {}", c.kind, c.count),
@@ -368,7 +375,10 @@ mod tests {
         assert_eq!(tenant.kind, "echo");
         assert_eq!(kind_count("other.x", contract::TASK_PREFIX, 1), None);
         let high = kind_count("tasks-high.echo", contract::TASK_PREFIX, 2).unwrap();
-        assert_eq!((high.kind.as_str(), high.priority.as_deref()), ("echo", Some("high")));
+        assert_eq!(
+            (high.kind.as_str(), high.priority.as_deref()),
+            ("echo", Some("high"))
+        );
         assert_eq!(kind_count("dead-high.x", contract::DEAD_PREFIX, 1), None);
         let text = by_kind_text(&[plain, tenant, high]);
         assert_eq!(text, "  (image.resize 4, alice/echo 1, echo high 2)");
