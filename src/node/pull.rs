@@ -151,17 +151,19 @@ impl Puller {
     /// Accounts for one message on the inbox: a task (returned with its
     /// band) or a status about a request.
     pub(super) fn take(&mut self, msg: Message) -> Option<(Priority, jetstream::Message)> {
-        let band = msg
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|b| b.parse::<Priority>().ok())?;
         let pending = msg
             .headers
             .as_ref()
             .and_then(|h| h.get(header::PENDING_MESSAGES))
             .map(|v| v.as_str());
         let what = classify(msg.status, pending);
+        // A task carries its stored subject (the band's consumer took it
+        // for its prefix); a status, the inbox it answers (`<inbox>.<band>`).
+        let band = if what == Inbox::Task {
+            crate::envelope::route(&msg.subject).band
+        } else {
+            msg.subject.rsplit('.').next()?.parse::<Priority>().ok()?
+        };
         if let Inbox::Ended(None) = what {
             debug!(status = ?msg.status, description = ?msg.description, "pull request refused");
         }
