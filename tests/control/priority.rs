@@ -56,6 +56,8 @@ fn high_tasks_start_soon_behind_a_low_flood_which_keeps_finishing() {
             "sleep",
             "--priority",
             "low",
+            "--window",
+            "5000",
             "--json",
             "--batch",
             "low",
