@@ -23,6 +23,21 @@ pub const DEAD_PREFIX: &str = "dead.";
 /// token of the subject the server put it under, never something it says.
 pub const TENANT_PREFIX: &str = "tenant.";
 
+/// Prefixes of the high and low priority bands' task subjects: a `high`
+/// task of kind `echo` is published to `tasks-high.echo`, a `low` one to
+/// `tasks-low.echo`; `tasks.echo` is the normal band. A band is a prefix,
+/// never a suffix: kinds have several tokens and groups filter `image.>`.
+/// Outside `tasks.>`, so that no band's consumer filter overlaps another's
+/// on the work queue.
+pub const TASK_HIGH_PREFIX: &str = "tasks-high.";
+/// Prefix of the low band's task subjects (see [`TASK_HIGH_PREFIX`]).
+pub const TASK_LOW_PREFIX: &str = "tasks-low.";
+/// Prefixes a high and a low schedule fire into (`due-high.<kind>`),
+/// which `TASKS` takes in as that band's task subject.
+pub const DUE_HIGH_PREFIX: &str = "due-high.";
+/// See [`DUE_HIGH_PREFIX`].
+pub const DUE_LOW_PREFIX: &str = "due-low.";
+
 /// Prefix of schedules, kept by the `SCHEDULES` stream: `sched.task.<id>`
 /// holds one delayed task until its time, `sched.cron.<name>` a recurring
 /// schedule. Nothing consumes them; the server fires each (ADR-51).
@@ -97,6 +112,9 @@ pub mod header {
     /// On tasks: how long the kept result lives (`1h`, whole seconds at
     /// least); it becomes the result's `Nats-TTL`.
     pub const RESULT_TTL: &str = "Result-TTL";
+    /// On tasks: the priority band (`high`, `normal`, `low`). The subject
+    /// decides the band (`tasks-high.<kind>`); this header only records it.
+    pub const TASK_PRIORITY: &str = "Task-Priority";
     /// On tasks: a key no other queued or running task of the kind holds.
     pub const TASK_UNIQUE: &str = "Task-Unique";
     /// On tasks: how long the unique key stays taken after the task ends.

@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::check::{check_reply_subject, check_task_id};
 use crate::contract::{self, header, msg_id};
 use crate::error::{Error, ErrorKind, ResultExt};
+use crate::priority::Priority;
 
 /// One dead letter.
 #[derive(Debug, Clone, Serialize)]
@@ -155,7 +156,8 @@ fn read(seq: u64, subject: &str, headers: HeaderMap, payload: Bytes) -> DeadTask
 /// A dead letter checked for replay: where it goes and what it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Checked {
-    /// `tasks.<kind>` in the letter's tenant.
+    /// `tasks.<kind>` in the letter's tenant (`tasks-high.<kind>` for a
+    /// letter of the high band: its `Task-Priority`).
     pub(crate) task_subject: String,
     /// The task's own result subject in its tenant, to purge, when the
     /// task answers there.
@@ -201,6 +203,10 @@ pub(crate) fn check(task: &DeadTask) -> Result<Checked, String> {
             }
         }
     }
+    let band: Priority = match headers.get(header::TASK_PRIORITY) {
+        Some(p) => p.as_str().parse()?,
+        None => Priority::Normal,
+    };
     let own = contract::default_reply(&task.id);
     let reply = headers
         .get(header::REPLY_TO)
@@ -217,7 +223,7 @@ pub(crate) fn check(task: &DeadTask) -> Result<Checked, String> {
         .is_none_or(|r| r == own)
         .then(|| contract::in_tenant(tenant, &own));
     Ok(Checked {
-        task_subject: contract::in_tenant(tenant, &contract::task_subject(&task.kind)),
+        task_subject: contract::in_tenant(tenant, &band.task_subject(&task.kind)),
         purge,
         headers,
     })
@@ -361,6 +367,16 @@ mod tests {
         );
         let c = check(&d).unwrap();
         assert_eq!(c.task_subject, "tenant.alice.tasks.image.resize");
+        let high = letter(
+            "tenant.alice.dead.echo",
+            &[("Task-Id", "x"), ("Task-Priority", "high")],
+        );
+        assert_eq!(
+            check(&high).unwrap().task_subject,
+            "tenant.alice.tasks-high.echo"
+        );
+        let odd = letter("dead.echo", &[("Task-Id", "x"), ("Task-Priority", "asap")]);
+        assert!(check(&odd).is_err(), "a letter of no band is not replayed");
         assert_eq!(c.purge.as_deref(), Some("tenant.alice.results.x"));
     }
 

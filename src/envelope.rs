@@ -16,6 +16,7 @@ use crate::check::{check_reply_subject, check_task_id, parse_timeout};
 use crate::contract::{self, header};
 use crate::control::TaskControl;
 use crate::error::{FailureKind, TaskError};
+use crate::priority::{split_band, Priority};
 
 /// One task, as a handler sees it.
 #[derive(Debug, Clone)]
@@ -57,22 +58,15 @@ pub(crate) struct Route<'a> {
     pub(crate) tenant: Option<&'a str>,
     /// `echo`; empty when the subject is not a task subject.
     pub(crate) kind: &'a str,
+    /// The band of the subject (`tasks-high.echo`: high).
+    pub(crate) band: Priority,
 }
 
 /// The tenant and kind of a task stored under `subject`.
 pub(crate) fn route(subject: &str) -> Route<'_> {
     let (tenant, rest) = contract::split_tenant(subject);
-    Route {
-        tenant,
-        kind: kind_of(rest).unwrap_or_default(),
-    }
-}
-
-/// The kind of a task published to `subject`, or `None` outside `tasks.`.
-pub(crate) fn kind_of(subject: &str) -> Option<&str> {
-    subject
-        .strip_prefix(contract::TASK_PREFIX)
-        .filter(|kind| !kind.is_empty())
+    let (band, kind) = split_band(rest).unwrap_or((Priority::Normal, ""));
+    Route { tenant, kind, band }
 }
 
 /// What a node lets a task ask for.
@@ -163,6 +157,13 @@ impl Envelope {
             self.reply = contract::default_reply(&self.id);
         }
         self.control.read(headers)?;
+        if let Some(priority) = headers.get(header::TASK_PRIORITY) {
+            // Only checked: the subject decides the band (see `priority`).
+            priority
+                .as_str()
+                .parse::<Priority>()
+                .map_err(|e| TaskError::reject(format!("{}: {e}", header::TASK_PRIORITY)))?;
+        }
         if let Some(timeout) = headers.get(header::TASK_TIMEOUT) {
             let timeout = parse_timeout(timeout.as_str())?;
             if timeout > limits.max_timeout {
@@ -362,16 +363,24 @@ mod tests {
             route("tenant.alice.tasks.image.resize"),
             Route {
                 tenant: Some("alice"),
-                kind: "image.resize"
+                kind: "image.resize",
+                band: Priority::Normal,
             }
         );
         assert_eq!(
             route("tasks.echo"),
             Route {
                 tenant: None,
-                kind: "echo"
+                kind: "echo",
+                band: Priority::Normal,
             }
         );
+        let high = route("tenant.bob.tasks-high.image.resize");
+        assert_eq!(
+            (high.tenant, high.kind, high.band),
+            (Some("bob"), "image.resize", Priority::High)
+        );
+        assert_eq!(route("tasks-low.echo").band, Priority::Low);
         assert_eq!(route("tenant.alice.other.x").kind, "");
     }
 
@@ -385,6 +394,15 @@ mod tests {
     }
 
     #[test]
+    fn a_priority_that_is_not_a_band_is_refused() {
+        let h = headers(&[("Task-Priority", "urgent")]);
+        let (_, err) = *Envelope::read(Some(&h), None, 1, &limits()).unwrap_err();
+        assert_eq!(err.code(), 400);
+        let h = headers(&[("Task-Priority", "high")]);
+        assert!(Envelope::read(Some(&h), None, 1, &limits()).is_ok());
+    }
+
+    #[test]
     fn huge_header_blocks_are_refused() {
         let big = "x".repeat(contract::MAX_HEADER_BYTES);
         let h = headers(&[("Pad", &big)]);
@@ -394,9 +412,11 @@ mod tests {
 
     #[test]
     fn kinds_come_from_the_subject() {
-        assert_eq!(kind_of("tasks.image.resize"), Some("image.resize"));
-        assert_eq!(kind_of("tasks."), None);
-        assert_eq!(kind_of("other.echo"), None);
+        assert_eq!(route("tasks.image.resize").kind, "image.resize");
+        assert_eq!(route("tasks.").kind, "");
+        assert_eq!(route("other.echo").kind, "");
+        assert_eq!(route("tasks-high.echo").kind, "echo");
+        assert_eq!(route("tasks-low.").kind, "");
         assert_eq!(no_such_kind("x").kind(), FailureKind::NoSuchKind);
     }
 
@@ -411,8 +431,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn kind_of_never_panics(s in "\\PC{0,300}") {
-            let _ = kind_of(&s);
+        fn route_never_panics(s in "\\PC{0,300}") {
+            let _ = route(&s);
         }
 
         #[test]

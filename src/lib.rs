@@ -53,7 +53,7 @@
 //! | 5 | [`connect`], [`setup`], [`micro`], `direct`, [`unique`], [`pause`], [`limit`] | connection options and what a connection may do; streams and groups' consumers (pure configs, then making them); service discovery; batch direct gets; unique keys; pausing groups; setting limits |
 //! | 4 | `envelope` | the task envelope ([`Task`]): a delivered message read into one |
 //! | 3 | `schedule::{pattern, occurrence}` | schedule patterns and times; occurrence ids |
-//! | 2 | `check`, [`control`], [`edge`], `limit::spec` | the pure checks of task ids, reply subjects and timeouts; deadlines, result TTLs, unique keys; edge sites served from the centre (pull fields, write subjects); limits, rates and permit names |
+//! | 2 | `check`, [`control`], [`edge`], `limit::spec`, [`priority`] | the pure checks of task ids, reply subjects and timeouts; deadlines, result TTLs, unique keys; edge sites served from the centre (pull fields, write subjects); limits, rates and permit names; priority bands and their subjects |
 //! | 1 | `error` | [`FailureKind`], [`TaskError`], [`Error`] by [`ErrorKind`] |
 //! | 0 | [`contract`] | every subject, stream, header name, code, limit and default |
 
@@ -72,6 +72,7 @@ pub mod limit;
 pub mod micro;
 mod node;
 pub mod pause;
+pub mod priority;
 pub mod schedule;
 pub mod setup;
 pub mod status;

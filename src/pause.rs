@@ -17,6 +17,7 @@ use futures::TryStreamExt;
 
 use crate::contract;
 use crate::error::{Error, ErrorKind, ResultExt};
+use crate::priority::Priority;
 
 /// How long a pause without an end lasts: a hundred years, which the
 /// server keeps as a date like any other (`fleet resume` ends it).
@@ -53,14 +54,18 @@ pub struct PauseState {
 }
 
 /// The kinds a group's consumer filters stand for: `tasks.image.>` is
-/// `image.>`; a tenant's copy of a filter adds nothing.
+/// `image.>`; a tenant's copy of a filter adds nothing; `tasks.>` (or no
+/// filter) is every kind (none listed).
 pub fn kinds_of(filters: &[String]) -> Vec<String> {
     let mut kinds: Vec<String> = filters
         .iter()
-        .filter_map(|f| f.strip_prefix(contract::TASK_PREFIX))
+        .filter_map(|f| crate::priority::split_band(f).map(|(_, kind)| kind))
         .map(str::to_string)
         .collect();
     kinds.dedup();
+    if kinds.iter().any(|k| k == ">") {
+        return Vec::new();
+    }
     kinds
 }
 
@@ -176,6 +181,15 @@ pub async fn pause(
             .get_stream_no_info(contract::TASKS_STREAM)
             .await
             .or_fail(ErrorKind::Setup, || "reading stream TASKS".into())?;
+        // Every band's consumer: a paused group starts no task of any band.
+        // Normal last: its answer is the group's.
+        for band in [Priority::High, Priority::Low] {
+            let consumer = band.consumer(&group);
+            stream
+                .pause_consumer(&consumer, until.into())
+                .await
+                .map_err(|e| consumer_error(&consumer, "pausing", e))?;
+        }
         let answer = stream
             .pause_consumer(&group, until.into())
             .await
@@ -202,6 +216,13 @@ pub async fn resume(js: &Context, target: &Target) -> Result<Vec<PauseState>, Er
             .get_stream_no_info(contract::TASKS_STREAM)
             .await
             .or_fail(ErrorKind::Setup, || "reading stream TASKS".into())?;
+        for band in [Priority::High, Priority::Low] {
+            let consumer = band.consumer(&group);
+            stream
+                .resume_consumer(&consumer)
+                .await
+                .map_err(|e| consumer_error(&consumer, "resuming", e))?;
+        }
         let answer = stream
             .resume_consumer(&group)
             .await
@@ -245,6 +266,9 @@ async fn targets(js: &Context, target: &Target) -> Result<Vec<String>, Error> {
         .or_fail(ErrorKind::Connection, || "listing the groups".into())?;
     let groups: Vec<GroupKinds> = infos
         .iter()
+        // A group is its normal band's consumer; `<group>-high` and
+        // `<group>-low` follow it.
+        .filter(|i| crate::priority::check_group_name(&i.name).is_ok())
         .map(|i| GroupKinds {
             name: i.name.clone(),
             kinds: kinds_of(&filters(i)),
@@ -309,7 +333,10 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         assert_eq!(kinds_of(&filters), ["image.>", "thumb"]);
+        assert_eq!(kinds_of(&["tasks-low.thumb".to_string()]), ["thumb"]);
         assert!(kinds_of(&[]).is_empty());
+        let every = ["tasks.>".to_string(), "tenant.*.tasks.>".to_string()];
+        assert!(kinds_of(&every).is_empty(), "a band whole is every kind");
     }
 
     #[test]

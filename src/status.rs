@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::contract;
 use crate::error::{Error, ErrorKind, ResultExt};
+use crate::priority::{self, BANDS};
 
 /// A snapshot of the fleet, as NATS sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +42,9 @@ pub struct KindCount {
     pub tenant: Option<String>,
     /// The task kind.
     pub kind: String,
+    /// The priority band, for tasks of the high or low band.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
     /// How many.
     pub count: u64,
 }
@@ -69,6 +73,25 @@ pub struct GroupStatus {
     /// Until when (RFC 3339), when paused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused_until: Option<String>,
+    /// Each priority band's consumer, high first (`pending` and
+    /// `in_flight` above are their sums).
+    pub bands: Vec<BandStatus>,
+}
+
+/// One priority band of a group.
+#[derive(Debug, Clone, Serialize)]
+pub struct BandStatus {
+    /// `high`, `normal` or `low`.
+    pub priority: String,
+    /// Its consumer's name.
+    pub consumer: String,
+    /// Tasks of the band not yet handed to any node.
+    pub pending: u64,
+    /// Tasks of the band handed to a node and not yet acked.
+    pub in_flight: usize,
+    /// How long its oldest waiting task has waited, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_waiting_s: Option<f64>,
 }
 
 /// Reads the streams and the groups' consumers.
@@ -93,34 +116,57 @@ pub async fn status(js: &Context) -> Result<Status, Error> {
         .state
         .messages;
     let kinds = by_kind(&tasks, contract::TASK_PREFIX).await;
-    let mut groups = Vec::new();
+    let mut infos = Vec::new();
     let mut consumers = tasks.consumers();
     while let Some(info) = consumers
         .try_next()
         .await
         .or_fail(ErrorKind::Connection, || "listing the groups".into())?
     {
+        infos.push(info);
+    }
+    let mut groups = Vec::new();
+    // A group is its normal band's consumer; `<group>-high` and
+    // `<group>-low` are its other bands.
+    for info in infos
+        .iter()
+        .filter(|i| priority::check_group_name(&i.name).is_ok())
+    {
         let config = &info.config;
         let mut kinds = config.filter_subjects.clone();
         if !config.filter_subject.is_empty() {
             kinds.push(config.filter_subject.clone());
         }
-        let oldest_waiting_s = if info.num_pending == 0 {
-            None
-        } else {
-            oldest_after(&tasks, info.delivered.stream_sequence, &kinds).await
-        };
-        let pause = crate::pause::state_of(&info);
+        let mut bands = Vec::new();
+        for band in BANDS {
+            let name = band.consumer(&info.name);
+            let Some(b) = infos.iter().find(|i| i.name == name) else {
+                continue;
+            };
+            bands.push(BandStatus {
+                priority: band.to_string(),
+                consumer: name,
+                pending: b.num_pending,
+                in_flight: b.num_ack_pending,
+                oldest_waiting_s: oldest_of(&tasks, b).await,
+            });
+        }
+        let oldest_waiting_s = bands
+            .iter()
+            .filter_map(|b| b.oldest_waiting_s)
+            .reduce(f64::max);
+        let pause = crate::pause::state_of(info);
         groups.push(GroupStatus {
             paused: pause.paused,
             paused_until: pause.until,
             name: info.name.clone(),
             kinds,
-            pending: info.num_pending,
-            in_flight: info.num_ack_pending,
+            pending: bands.iter().map(|b| b.pending).sum(),
+            in_flight: bands.iter().map(|b| b.in_flight).sum(),
             redelivered: info.num_redelivered,
             waiting_pulls: info.num_waiting,
             oldest_waiting_s,
+            bands,
         });
     }
     let dead_kinds = match js.get_stream_no_info(contract::DEAD_STREAM).await {
@@ -135,6 +181,22 @@ pub async fn status(js: &Context) -> Result<Status, Error> {
         kinds,
         dead_kinds,
     })
+}
+
+/// The age of the oldest task `info`'s consumer has not handed out.
+async fn oldest_of<I>(
+    stream: &Stream<I>,
+    info: &async_nats::jetstream::consumer::Info,
+) -> Option<f64> {
+    if info.num_pending == 0 {
+        return None;
+    }
+    let config = &info.config;
+    let mut filters = config.filter_subjects.clone();
+    if !config.filter_subject.is_empty() {
+        filters.push(config.filter_subject.clone());
+    }
+    oldest_after(stream, info.delivered.stream_sequence, &filters).await
 }
 
 /// Messages of `stream` by kind, from its per-subject counts (`TASKS` and
@@ -154,12 +216,22 @@ async fn by_kind<I>(stream: &Stream<I>, prefix: &str) -> Vec<KindCount> {
     counts
 }
 
-/// `tasks.echo` → (no tenant, `echo`); `tenant.t.dead.x` → (`t`, `x`).
+/// `tasks.echo` → (no tenant, `echo`); `tenant.t.dead.x` → (`t`, `x`);
+/// `tasks-high.echo` → (no tenant, `echo`, high).
 fn kind_count(subject: &str, prefix: &str, count: u64) -> Option<KindCount> {
     let (tenant, rest) = contract::split_tenant(subject);
+    let (priority, kind) = match rest.strip_prefix(prefix) {
+        Some(kind) => (None, kind),
+        None if prefix == contract::TASK_PREFIX => {
+            let (band, kind) = priority::split_band(rest)?;
+            (Some(band.to_string()), kind)
+        }
+        None => return None,
+    };
     Some(KindCount {
         tenant: tenant.map(str::to_string),
-        kind: rest.strip_prefix(prefix)?.to_string(),
+        kind: kind.to_string(),
+        priority,
         count,
     })
 }
@@ -225,6 +297,14 @@ impl fmt::Display for Status {
                 g.waiting_pulls,
                 if g.kinds.is_empty() { "all kinds".to_string() } else { g.kinds.join(", ") }
             )?;
+            let bands: Vec<String> = g
+                .bands
+                .iter()
+                .map(|b| format!("{} {}", b.priority, b.pending))
+                .collect();
+            if !bands.is_empty() {
+                writeln!(f, "      pending by priority: {}", bands.join(", "))?;
+            }
             if g.paused {
                 let until = g
                     .paused_until
@@ -264,9 +344,16 @@ fn by_kind_text(counts: &[KindCount]) -> String {
     }
     let parts: Vec<String> = counts
         .iter()
-        .map(|c| match &c.tenant {
-            Some(t) => format!("{t}/{} {}", c.kind, c.count),
-            None => format!("{} {}", c.kind, c.count),
+        .map(|c| {
+            let band = c
+                .priority
+                .as_deref()
+                .map(|p| format!(" {p}"))
+                .unwrap_or_default();
+            match &c.tenant {
+                Some(t) => format!("{t}/{}{band} {}", c.kind, c.count),
+                None => format!("{}{band} {}", c.kind, c.count),
+            }
         })
         .collect();
     format!("  ({})", parts.join(", "))
@@ -287,7 +374,13 @@ mod tests {
         assert_eq!(tenant.tenant.as_deref(), Some("alice"));
         assert_eq!(tenant.kind, "echo");
         assert_eq!(kind_count("other.x", contract::TASK_PREFIX, 1), None);
-        let text = by_kind_text(&[plain, tenant]);
-        assert_eq!(text, "  (image.resize 4, alice/echo 1)");
+        let high = kind_count("tasks-high.echo", contract::TASK_PREFIX, 2).unwrap();
+        assert_eq!(
+            (high.kind.as_str(), high.priority.as_deref()),
+            ("echo", Some("high"))
+        );
+        assert_eq!(kind_count("dead-high.x", contract::DEAD_PREFIX, 1), None);
+        let text = by_kind_text(&[plain, tenant, high]);
+        assert_eq!(text, "  (image.resize 4, alice/echo 1, echo high 2)");
     }
 }

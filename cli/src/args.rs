@@ -251,6 +251,10 @@ pub(crate) struct NodeArgs {
     /// Handlers run at once in this process.
     #[arg(long, env = "FLEET_CONCURRENCY", default_value_t = contract::DEFAULT_CONCURRENCY)]
     pub(crate) concurrency: usize,
+    /// How the slots are shared by the priority bands that have work:
+    /// high,normal,low (a band with no work gives its share to the others).
+    #[arg(long, env = "FLEET_PRIORITY_WEIGHTS", default_value = "6,3,1")]
+    pub(crate) priority_weights: fleet::priority::Weights,
     /// Attempts before a failing task is dead-lettered.
     #[arg(long, env = "FLEET_MAX_DELIVER", default_value_t = contract::DEFAULT_MAX_DELIVER)]
     pub(crate) max_deliver: u32,

@@ -300,6 +300,7 @@ fn node_setup(args: &NodeArgs, name: String) -> Result<(NodeConfig, Registry), E
         streams: stream_settings(&args.streams),
         max_task_timeout: args.max_task_timeout.into(),
         concurrency: args.concurrency,
+        priority_weights: args.priority_weights,
         retry: RetryPolicy {
             max_attempts: args.max_deliver,
             base_delay: args.retry_delay.into(),

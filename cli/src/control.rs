@@ -33,6 +33,11 @@ pub(crate) struct SubmitControlArgs {
     /// a domain; sets Task-Key; see `fleet limit set --per-key-concurrency`).
     #[arg(long, value_name = "KEY")]
     pub(crate) key: Option<String>,
+    /// The priority band: high, normal or low. High tasks start first; low
+    /// ones when the others leave room, never starved (published to
+    /// tasks-high.<kind> / tasks-low.<kind>, with Task-Priority).
+    #[arg(long, value_name = "BAND", default_value = "normal")]
+    pub(crate) priority: fleet::priority::Priority,
 }
 
 impl SubmitControlArgs {
@@ -46,6 +51,7 @@ impl SubmitControlArgs {
                 hold_for: self.unique_for.map(Into::into),
             }),
             key: self.key.clone(),
+            priority: self.priority,
         }
     }
 }

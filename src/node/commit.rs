@@ -125,6 +125,11 @@ pub(super) async fn dead_letter(ctx: &Ctx<'_>, err: &TaskError) -> Written {
     for (name, value) in [
         (header::TASK_ID, ctx.envelope.id.clone()),
         (header::TASK_KIND, ctx.kind.to_string()),
+        // The band it ran in, which its subject said: where a replay goes.
+        (
+            header::TASK_PRIORITY,
+            crate::envelope::route(&ctx.msg.subject).band.to_string(),
+        ),
         (header::TASK_SEQ, ctx.delivery.stream_seq.to_string()),
         (header::TASK_ATTEMPT, ctx.delivery.attempt.to_string()),
         (header::TASK_NODE, ctx.shared.config.name.clone()),

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::decide::RetryPolicy;
 use crate::contract;
 use crate::edge::EdgeSettings;
+use crate::priority::Weights;
 use crate::setup::{GroupSettings, StreamSettings};
 
 /// How a node runs. `..Default::default()` fills what you do not set.
@@ -21,6 +22,9 @@ pub struct NodeConfig {
     pub create: bool,
     /// Handlers run at once in this process.
     pub concurrency: usize,
+    /// How the slots are shared by the priority bands that have work
+    /// (high, normal, low).
+    pub priority_weights: Weights,
     /// How failures are retried.
     pub retry: RetryPolicy,
     /// Timeout of a task that names none.
@@ -45,6 +49,7 @@ impl Default for NodeConfig {
             group: GroupSettings::default(),
             create: false,
             concurrency: contract::DEFAULT_CONCURRENCY,
+            priority_weights: Weights::default(),
             retry: RetryPolicy::default(),
             task_timeout: contract::DEFAULT_TASK_TIMEOUT,
             max_task_timeout: contract::DEFAULT_MAX_TASK_TIMEOUT,

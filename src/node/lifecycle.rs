@@ -47,7 +47,7 @@ pub(super) async fn run(shared: &Shared, mut msg: jetstream::Message, slot: Slot
     let started = SystemTime::now();
     // Moved out once, shared by the handler's Task and the dead letter.
     let headers: Arc<HeaderMap> = Arc::new(msg.message.headers.take().unwrap_or_default());
-    let Route { tenant, kind } = route(&msg.subject);
+    let Route { tenant, kind, .. } = route(&msg.subject);
     let metrics = shared.observer.kind(kind);
     metrics.started(waited(started, delivery.stored_ns), delivery.attempt);
     let read = Envelope::read(Some(&headers), tenant, delivery.stream_seq, &shared.limits);

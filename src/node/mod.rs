@@ -7,6 +7,7 @@
 //! rest, which hand their task back at once; wait for results on their way
 //! out; flush with a bound.
 
+mod bands;
 mod cancel;
 mod cancel_watch;
 mod catch_up;
@@ -24,6 +25,7 @@ mod process;
 mod pull;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +42,7 @@ use crate::envelope::Limits;
 use crate::error::{Error, ErrorKind};
 use crate::handlers::Registry;
 use crate::micro;
+use crate::priority::Priority;
 use crate::setup;
 pub use config::{default_node_name, NodeConfig, NodeStats};
 pub use decide::RetryPolicy;
@@ -140,6 +143,9 @@ impl Node {
                 bound.config.priority_policy == PriorityPolicy::Overflow,
             )
             .map_err(|e| Error::new(ErrorKind::Usage, e))?;
+        for band in [Priority::High, Priority::Low] {
+            setup::bind(&js, &band.consumer(&config.group.name)).await?;
+        }
         let (cancel_tx, cancel) = watch::channel(false);
         let marks = Arc::new(cancel::Marks::default());
         // Read before the first pull: a cancel issued while no node was up holds.
@@ -169,13 +175,14 @@ impl Node {
         let mut puller = Puller::new(
             self.client.clone(),
             js,
-            contract::api::consumer_next_in(
+            (
                 config.edge.domain.as_deref(),
                 contract::TASKS_STREAM,
                 &config.group.name,
             ),
             fields,
             config.concurrency,
+            config.priority_weights,
         )
         .await?;
         let pause = paused::watch(&self.client, &config.group.name, bound.paused).await;
@@ -196,27 +203,22 @@ impl Node {
             .bound(&config.name, &config.group.name, &id, config.concurrency);
         let discovery = register(&shared, &id).await;
         info!(node = %config.name, group = %config.group.name, concurrency = config.concurrency,
-            handlers = ?shared.registry.kinds(), takes = ?bound.config.filter_subjects,
-            ack_wait = ?bound.config.ack_wait, id = %id, domain = ?config.edge.domain,
-            overflow = ?config.edge.overflow, "{}", contract::READY_SIGNAL);
+            priority_weights = %config.priority_weights, handlers = ?shared.registry.kinds(),
+            takes = ?bound.config.filter_subjects, ack_wait = ?bound.config.ack_wait, id = %id,
+            domain = ?config.edge.domain, overflow = ?config.edge.overflow, "{}", contract::READY_SIGNAL);
 
-        let slots = Arc::new(Semaphore::new(config.concurrency));
-        let released = Arc::new(Notify::new());
-        shared.gate.drive(&shared, &slots, &released);
+        let slots = Slots {
+            free: Arc::new(Semaphore::new(config.concurrency)),
+            released: Arc::new(Notify::new()),
+            running: Arc::default(),
+        };
+        shared.gate.drive(&shared, &slots);
         tokio::pin!(shutdown);
-        run_loop(
-            &shared,
-            &mut puller,
-            &slots,
-            &released,
-            &mut control,
-            shutdown,
-        )
-        .await?;
+        run_loop(&shared, &mut puller, &slots, &mut control, shutdown).await?;
 
         shared.observer.set_phase(Phase::Draining);
         info!(node = %config.name, "stopping: no new tasks; draining");
-        drain(&shared, &mut puller, &slots, cancel_tx).await;
+        drain(&shared, &mut puller, &slots.free, cancel_tx).await;
         if let Some(discovery) = discovery {
             discovery.stop();
         }
@@ -270,29 +272,63 @@ async fn register(shared: &Arc<Shared>, id: &str) -> Option<micro::Registration>
     }
 }
 
+/// A node's slots: the permits handlers hold, and who holds them.
+#[derive(Clone)]
+struct Slots {
+    free: Arc<Semaphore>,
+    /// Woken when a handler gives its slot back.
+    released: Arc<Notify>,
+    /// Tasks of each band running in a slot.
+    running: Arc<[AtomicUsize; 3]>,
+}
+
+impl Slots {
+    fn running(&self) -> [usize; 3] {
+        std::array::from_fn(|i| self.running[i].load(Ordering::Relaxed))
+    }
+
+    /// The slot `permit` gives a task of `subject` (its band), with the
+    /// `lease` of its limits.
+    fn fill(
+        &self,
+        permit: OwnedSemaphorePermit,
+        subject: &str,
+        lease: Option<gate::Lease>,
+    ) -> Slot {
+        let band = crate::envelope::route(subject).band.index();
+        self.running[band].fetch_add(1, Ordering::Relaxed);
+        Slot {
+            _permit: permit,
+            released: self.released.clone(),
+            lease,
+            running: self.running.clone(),
+            band,
+        }
+    }
+}
+
 async fn run_loop(
     shared: &Arc<Shared>,
     puller: &mut Puller,
-    slots: &Arc<Semaphore>,
-    released: &Arc<Notify>,
+    slots: &Slots,
     control: &mut Subscriber,
     mut shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), Error> {
     let concurrency = shared.config.concurrency;
     loop {
-        let free = slots.available_permits();
+        let free = slots.free.available_permits();
         shared.observer.slots(concurrency - free, free);
         shared.observer.held(shared.gate.held());
-        if puller.credits.take_pause() {
+        if puller.take_pause() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let askable = shared.gate.askable(slots.available_permits());
-        if let Err(err) = puller.ask(askable).await {
+        let askable = shared.gate.askable(slots.free.available_permits());
+        if let Err(err) = puller.ask(askable, slots.running()).await {
             warn!(%err, "pull request failed; retrying");
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        let lost_at = puller.credits.lost_at();
+        let lost_at = puller.lost_at();
         tokio::select! {
             biased;
             _ = &mut shutdown => return Ok(()),
@@ -309,25 +345,21 @@ async fn run_loop(
                     return Err(Error::new(ErrorKind::Connection, "connection to NATS closed"));
                 };
                 if let Some(task) = puller.take(msg) {
-                    start(shared, task, slots, released).await;
+                    start(shared, task, slots).await;
                 }
             }
-            _ = released.notified() => {}
+            _ = slots.released.notified() => {}
             // Requests lost with a connection never report back.
-            _ = sleep_until(lost_at.unwrap_or_else(Instant::now)), if lost_at.is_some() => puller.credits.forget(),
+            _ = sleep_until(lost_at.unwrap_or_else(Instant::now)), if lost_at.is_some() => puller.forget_lost(Instant::now()),
         }
     }
 }
 
 /// Starts one delivered task in its own tokio task, holding one slot.
-async fn start(
-    shared: &Arc<Shared>,
-    msg: jetstream::Message,
-    slots: &Arc<Semaphore>,
-    released: &Arc<Notify>,
-) {
-    // Limited kinds (and what finds no slot) wait in the gate, not a slot.
-    let msg = match shared.gate.pass(msg, slots.available_permits() > 0) {
+async fn start(shared: &Arc<Shared>, msg: jetstream::Message, slots: &Slots) {
+    // Limited kinds (and what finds no slot: a probe of a band with no work
+    // seen, see [`bands`]) wait in the gate, not a slot.
+    let msg = match shared.gate.pass(msg, slots.free.available_permits() > 0) {
         gate::Pass::Run(msg) => msg,
         gate::Pass::Held => return,
         gate::Pass::Full(msg) => {
@@ -335,17 +367,13 @@ async fn start(
             return;
         }
     };
-    let Ok(permit) = slots.clone().try_acquire_owned() else {
-        // More arrived than was asked for (a request from before a
+    let Ok(permit) = slots.free.clone().try_acquire_owned() else {
+        // More arrived than the node can hold (a request from before a
         // reconnect); hand it straight back.
         hand_back(shared, &msg).await;
         return;
     };
-    let slot = Slot {
-        _permit: permit,
-        released: released.clone(),
-        lease: None,
-    };
+    let slot = slots.fill(permit, &msg.subject, None);
     let shared = shared.clone();
     // Boxed: the task's future is large, and spawning moves it.
     tokio::spawn(Box::pin(async move {
@@ -371,8 +399,8 @@ async fn drain(
     let concurrency = shared.config.concurrency as u32;
     let grace_end = Instant::now() + shared.config.grace;
     let hand_back_open_requests = async {
-        let until = puller.credits.asked_at() + PULL_EXPIRES + Duration::from_millis(500);
-        while puller.credits.outstanding() > 0 {
+        let until = puller.asked_at() + PULL_EXPIRES + Duration::from_millis(500);
+        while puller.outstanding() > 0 {
             tokio::select! {
                 msg = puller.next() => match msg {
                     Some(msg) => if let Some(task) = puller.take(msg) { hand_back(shared, &task).await },
@@ -420,10 +448,14 @@ struct Slot {
     /// The permits of a limited task (the lifecycle frees them once its
     /// result is written).
     lease: Option<gate::Lease>,
+    /// Tasks running in each band ([`Slots::running`]); this one's `band`.
+    running: Arc<[AtomicUsize; 3]>,
+    band: usize,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.running[self.band].fetch_sub(1, Ordering::Relaxed);
         self.released.notify_one();
     }
 }

@@ -10,9 +10,10 @@ use async_nats::jetstream::stream::{Config, ConsumerErrorKind, Source};
 use async_nats::jetstream::{Context, ErrorCode};
 use tracing::{debug, warn};
 
-use super::config::{consumer_config, stream_configs, GroupSettings, StreamSettings};
+use super::config::{consumer_configs, stream_configs, GroupSettings, StreamSettings};
 use crate::contract;
 use crate::error::{Error, ErrorKind, ResultExt};
+use crate::priority::{self, Priority};
 
 /// What [`apply`] did to each stream and consumer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,29 +75,44 @@ pub async fn apply(
             format!("reading stream {}", contract::TASKS_STREAM)
         })?;
     for group in groups {
-        let name = format!("group {}", group.name);
-        let wanted = consumer_config(group);
-        let existed = tasks
-            .consumer_info(&group.name)
-            .await
-            .ok()
-            .map(|i| i.config.clone());
-        match existed {
-            Some(current) if same_consumer(&current, &wanted) => applied.unchanged.push(name),
-            existed => {
-                tasks
-                    .create_consumer(wanted)
-                    .await
-                    .or_fail(ErrorKind::Setup, || format!("making {name}"))?;
-                if existed.is_some() {
-                    applied.updated.push(name);
-                } else {
-                    applied.created.push(name);
+        priority::check_group_name(&group.name).map_err(|e| Error::new(ErrorKind::Usage, e))?;
+        for (band, wanted) in normal_first(consumer_configs(group)) {
+            let name = match band {
+                Priority::Normal => format!("group {}", group.name),
+                band => format!("group {} ({band})", group.name),
+            };
+            let consumer = band.consumer(&group.name);
+            let existed = tasks
+                .consumer_info(&consumer)
+                .await
+                .ok()
+                .map(|i| i.config.clone());
+            match existed {
+                Some(current) if same_consumer(&current, &wanted) => applied.unchanged.push(name),
+                existed => {
+                    tasks
+                        .create_consumer(wanted)
+                        .await
+                        .or_fail(ErrorKind::Setup, || format!("making {name}"))?;
+                    if existed.is_some() {
+                        applied.updated.push(name);
+                    } else {
+                        applied.created.push(name);
+                    }
                 }
             }
         }
     }
     Ok(applied)
+}
+
+/// A group's band consumers, normal first: a group made before priority
+/// bands has an unfiltered normal consumer, which must take its band's
+/// filters before the other bands' consumers may exist beside it on the
+/// work queue.
+fn normal_first(mut configs: Vec<(Priority, pull::Config)>) -> Vec<(Priority, pull::Config)> {
+    configs.sort_by_key(|(band, _)| *band != Priority::Normal);
+    configs
 }
 
 fn is_not_found(err: &async_nats::jetstream::context::GetStreamError) -> bool {
@@ -183,29 +199,38 @@ pub async fn ensure_streams(js: &Context, settings: &StreamSettings) -> Result<(
     Ok(())
 }
 
-/// Creates a group's durable consumer where missing (`--create`).
+/// Creates a group's durable consumers, one per band, where missing
+/// (`--create`).
 ///
 /// # Errors
-/// [`ErrorKind::Setup`] when the server refuses it (for example a second
+/// [`ErrorKind::Setup`] when the server refuses one (for example a second
 /// group whose kinds overlap the first on the work queue).
 pub async fn ensure_consumer(js: &Context, group: &GroupSettings) -> Result<(), Error> {
+    priority::check_group_name(&group.name).map_err(|e| Error::new(ErrorKind::Usage, e))?;
     let stream = js
         .get_stream_no_info(contract::TASKS_STREAM)
         .await
         .or_fail(ErrorKind::Setup, || {
             format!("reading stream {}", contract::TASKS_STREAM)
         })?;
-    let wanted = consumer_config(group);
+    for (band, wanted) in normal_first(consumer_configs(group)) {
+        ensure_one(&stream, &band.consumer(&group.name), wanted).await?;
+    }
+    Ok(())
+}
+
+async fn ensure_one(
+    stream: &async_nats::jetstream::stream::Stream<()>,
+    name: &str,
+    wanted: pull::Config,
+) -> Result<(), Error> {
     let mut last_err = None;
     // Processes of one group starting at once may race; the loser retries.
     for _ in 0..5 {
-        match stream
-            .get_or_create_consumer(&group.name, wanted.clone())
-            .await
-        {
+        match stream.get_or_create_consumer(name, wanted.clone()).await {
             Ok(_) => return Ok(()),
             Err(err) => {
-                warn!(%err, group = %group.name, "consumer not created yet; retrying");
+                warn!(%err, consumer = %name, "consumer not created yet; retrying");
                 last_err = Some(err);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -213,11 +238,7 @@ pub async fn ensure_consumer(js: &Context, group: &GroupSettings) -> Result<(), 
     }
     Err(Error::with_source(
         ErrorKind::Setup,
-        format!(
-            "creating consumer {:?} on {}",
-            group.name,
-            contract::TASKS_STREAM
-        ),
+        format!("creating consumer {name:?} on {}", contract::TASKS_STREAM),
         last_err.expect("the loop ran"),
     ))
 }

@@ -9,6 +9,7 @@ use async_nats::jetstream::stream::{
 };
 
 use crate::contract;
+use crate::priority::{Priority, BANDS};
 
 const GIB: i64 = 1024 * 1024 * 1024;
 
@@ -102,10 +103,9 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<Config> {
     vec![
         Config {
             name: contract::SCHEDULES_STREAM.to_string(),
-            subjects: vec![
-                format!("{}>", contract::SCHEDULE_PREFIX),
-                format!("{}>", contract::DUE_PREFIX),
-            ],
+            subjects: std::iter::once(format!("{}>", contract::SCHEDULE_PREFIX))
+                .chain(BANDS.iter().map(|b| format!("{}>", b.due_prefix())))
+                .collect(),
             retention: RetentionPolicy::Limits,
             discard: DiscardPolicy::Old,
             max_age: SCHEDULES_MAX_AGE,
@@ -126,16 +126,24 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<Config> {
             // Submitters send tasks in fast batches (ADR-50): one flow ack
             // per batch of tasks instead of a PubAck per task.
             allow_batch_publish: true,
-            // What a schedule fires (`due.<kind>`) comes in as a task
-            // (`tasks.<kind>`), headers and all.
+            // What a schedule fires (`due.<kind>`, `due-high.<kind>`) comes
+            // in as a task of its band (`tasks.<kind>`, `tasks-high.<kind>`),
+            // headers and all.
             sources: Some(vec![Source {
                 name: contract::SCHEDULES_STREAM.to_string(),
-                subject_transforms: vec![SubjectTransform {
-                    source: format!("{}>", contract::DUE_PREFIX),
-                    destination: format!("{}>", contract::TASK_PREFIX),
-                }],
+                subject_transforms: BANDS
+                    .iter()
+                    .map(|b| SubjectTransform {
+                        source: format!("{}>", b.due_prefix()),
+                        destination: format!("{}>", b.task_prefix()),
+                    })
+                    .collect(),
                 ..Default::default()
             }]),
+            subjects: BANDS
+                .iter()
+                .flat_map(|b| contract::stream_subjects(b.task_prefix()))
+                .collect(),
             ..base(contract::TASKS_STREAM, contract::TASK_PREFIX)
         },
         Config {
@@ -185,12 +193,15 @@ fn bucket(name: &str, replicas: usize) -> Config {
     }
 }
 
-/// The subjects a group's consumer takes: its kinds, the fleet account's
-/// and every tenant's. Empty for a group of every kind: an unfiltered
-/// consumer takes all of `TASKS`, and the server serves it faster than one
-/// with two filters (bin/bench: 2 nodes pulling, 0.55 → 0.9 of the loop).
-pub fn group_filters(kinds: &[String]) -> Vec<String> {
-    let prefixes = contract::stream_subjects(contract::TASK_PREFIX);
+/// The subjects a group's consumer of `band` takes: its kinds in that
+/// band, the fleet account's and every tenant's; for a group of every
+/// kind, the whole band (`tasks.>`, `tenant.*.tasks.>`). Never empty:
+/// the bands share `TASKS`, a work queue, where consumers may not overlap.
+pub fn group_filters(kinds: &[String], band: Priority) -> Vec<String> {
+    let prefixes = contract::stream_subjects(band.task_prefix());
+    if kinds.is_empty() {
+        return prefixes;
+    }
     kinds
         .iter()
         .flat_map(|kind| {
@@ -201,12 +212,20 @@ pub fn group_filters(kinds: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The consumer config of a group.
-pub fn consumer_config(group: &GroupSettings) -> pull::Config {
+/// The consumer configs of a group, one per band, high first.
+pub fn consumer_configs(group: &GroupSettings) -> Vec<(Priority, pull::Config)> {
+    BANDS
+        .iter()
+        .map(|&band| (band, consumer_config(group, band)))
+        .collect()
+}
+
+/// The consumer config of a group's `band` (named [`Priority::consumer`]).
+pub fn consumer_config(group: &GroupSettings, band: Priority) -> pull::Config {
     pull::Config {
-        durable_name: Some(group.name.clone()),
-        description: Some("fleet node group".to_string()),
-        filter_subjects: group_filters(&group.kinds),
+        durable_name: Some(band.consumer(&group.name)),
+        description: Some(format!("fleet node group {}, {band} priority", group.name)),
+        filter_subjects: group_filters(&group.kinds, band),
         ack_policy: AckPolicy::Explicit,
         ack_wait: group.ack_wait,
         // Attempts are counted by the nodes (a task whose last attempt died
@@ -236,7 +255,17 @@ mod tests {
             panic!("four streams, two buckets")
         };
         assert_eq!(tasks.name, "TASKS");
-        assert_eq!(tasks.subjects, ["tasks.>", "tenant.*.tasks.>"]);
+        assert_eq!(
+            tasks.subjects,
+            [
+                "tasks-high.>",
+                "tenant.*.tasks-high.>",
+                "tasks.>",
+                "tenant.*.tasks.>",
+                "tasks-low.>",
+                "tenant.*.tasks-low.>"
+            ]
+        );
         assert_eq!(results.subjects, ["results.>", "tenant.*.results.>"]);
         assert_eq!(dead.subjects, ["dead.>", "tenant.*.dead.>"]);
         assert_eq!(tasks.retention, RetentionPolicy::WorkQueue);
@@ -295,18 +324,29 @@ mod tests {
         let all = stream_configs(&StreamSettings::default());
         let (schedules, tasks) = (&all[0], &all[1]);
         assert_eq!(schedules.name, "SCHEDULES");
-        assert_eq!(schedules.subjects, ["sched.>", "due.>"]);
+        assert_eq!(
+            schedules.subjects,
+            ["sched.>", "due-high.>", "due.>", "due-low.>"]
+        );
         assert!(schedules.allow_message_schedules && schedules.allow_message_ttl);
         // Limits retention: a schedule is never removed by an ack.
         assert_eq!(schedules.retention, RetentionPolicy::Limits);
         let sources = tasks.sources.as_deref().expect("TASKS sources SCHEDULES");
         assert_eq!(sources.len(), 1);
         assert_eq!(sources[0].name, "SCHEDULES");
-        let t = &sources[0].subject_transforms;
+        let t: Vec<_> = sources[0]
+            .subject_transforms
+            .iter()
+            .map(|t| (t.source.as_str(), t.destination.as_str()))
+            .collect();
         assert_eq!(
-            (t[0].source.as_str(), t[0].destination.as_str()),
-            ("due.>", "tasks.>"),
-            "only what fired comes in, as a task of its kind"
+            t,
+            [
+                ("due-high.>", "tasks-high.>"),
+                ("due.>", "tasks.>"),
+                ("due-low.>", "tasks-low.>")
+            ],
+            "only what fired comes in, as a task of its kind and band"
         );
         // TASKS' own subjects never cover a schedule.
         assert!(tasks.subjects.iter().all(|s| !s.starts_with("sched.")));
@@ -339,11 +379,22 @@ mod tests {
     }
 
     #[test]
-    fn a_group_of_all_kinds_takes_all_of_tasks() {
-        let c = consumer_config(&GroupSettings::default());
-        assert!(
-            c.filter_subjects.is_empty(),
-            "every subject of TASKS, tenants' too"
+    fn a_group_of_all_kinds_takes_each_band_whole() {
+        let configs = consumer_configs(&GroupSettings::default());
+        let names: Vec<_> = configs
+            .iter()
+            .map(|(_, c)| c.durable_name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["workers-high", "workers", "workers-low"]);
+        assert_eq!(
+            configs[0].1.filter_subjects,
+            ["tasks-high.>", "tenant.*.tasks-high.>"]
+        );
+        let c = &configs[1].1;
+        assert_eq!(
+            c.filter_subjects,
+            ["tasks.>", "tenant.*.tasks.>"],
+            "every normal subject of TASKS, tenants' too"
         );
         assert!(c.filter_subject.is_empty());
         assert_eq!(c.durable_name.as_deref(), Some("workers"));
@@ -361,9 +412,12 @@ mod tests {
             priority_group: Some("edge".into()),
             ..Default::default()
         };
-        let c = consumer_config(&site);
-        assert_eq!(c.priority_groups, ["edge"]);
-        assert_eq!(c.priority_policy, PriorityPolicy::Overflow);
+        // Every band's consumer: a central node pulls each of them.
+        for (_, c) in consumer_configs(&site) {
+            assert_eq!(c.priority_groups, ["edge"]);
+            assert_eq!(c.priority_policy, PriorityPolicy::Overflow);
+        }
+        let c = consumer_config(&site, Priority::Normal);
         assert_eq!(
             c.ack_policy,
             AckPolicy::Explicit,
@@ -379,12 +433,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            consumer_config(&group).filter_subjects,
+            consumer_config(&group, Priority::Normal).filter_subjects,
             [
                 "tasks.image.>",
                 "tenant.*.tasks.image.>",
                 "tasks.thumb",
                 "tenant.*.tasks.thumb"
+            ]
+        );
+        assert_eq!(
+            consumer_config(&group, Priority::Low).filter_subjects,
+            [
+                "tasks-low.image.>",
+                "tenant.*.tasks-low.image.>",
+                "tasks-low.thumb",
+                "tenant.*.tasks-low.thumb"
             ]
         );
     }

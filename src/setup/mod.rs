@@ -11,6 +11,6 @@ mod config;
 
 pub use apply::{apply, bind, ensure_consumer, ensure_streams, Applied};
 pub use config::{
-    consumer_config, group_filters, stream_configs, GroupSettings, StreamSettings, CANCEL_MAX_AGE,
-    SCHEDULES_MAX_AGE,
+    consumer_config, consumer_configs, group_filters, stream_configs, GroupSettings,
+    StreamSettings, CANCEL_MAX_AGE, SCHEDULES_MAX_AGE,
 };

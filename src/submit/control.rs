@@ -7,6 +7,7 @@
 //! | `expire_after`  | `Task-Deadline` (publish time + it), `Nats-TTL` backstop     |
 //! | `result_ttl`    | `Result-TTL`                                                 |
 //! | `unique`        | `Task-Unique`, `Task-Unique-For`; the key taken first        |
+//! | `priority`      | `Task-Priority` (not normal); the band's subject decides it  |
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -19,6 +20,7 @@ use super::report::TaskStatus;
 use crate::contract::header;
 use crate::control::{self, UniqueKey};
 use crate::error::{Error, ErrorKind};
+use crate::priority::Priority;
 use crate::unique::{self, Claim, SAFETY_TTL};
 
 /// What each task of a submission is controlled by. `..Default::default()`
@@ -36,6 +38,9 @@ pub struct TaskControls {
     /// The key per-key limits count each task under (`Task-Key`: a
     /// customer, a tenant, a domain).
     pub key: Option<String>,
+    /// The band the tasks are published in (`tasks-high.<kind>` for high);
+    /// normal by default.
+    pub priority: Priority,
 }
 
 /// Checks the controls of a submission of `kind`.
@@ -82,6 +87,9 @@ pub(super) fn headers(controls: &TaskControls, now: SystemTime) -> Vec<(&'static
     }
     if let Some(key) = &controls.key {
         headers.push((header::TASK_KEY, key.clone()));
+    }
+    if controls.priority != Priority::Normal {
+        headers.push((header::TASK_PRIORITY, controls.priority.to_string()));
     }
     if let Some(unique) = &controls.unique {
         headers.push((header::TASK_UNIQUE, unique.key.clone()));
@@ -169,6 +177,7 @@ mod tests {
                 hold_for: Some(Duration::from_secs(60)),
             }),
             key: Some("acme".into()),
+            priority: Priority::High,
         };
         assert_eq!(
             headers(&controls, now),
@@ -177,6 +186,7 @@ mod tests {
                 ("Nats-TTL", "3630".to_string()),
                 ("Result-TTL", "3600".to_string()),
                 ("Task-Key", "acme".to_string()),
+                ("Task-Priority", "high".to_string()),
                 ("Task-Unique", "r-1".to_string()),
                 ("Task-Unique-For", "60".to_string()),
             ]

@@ -31,6 +31,7 @@ use super::{kept, SubmitConfig};
 use crate::contract::{self, header};
 use crate::direct;
 use crate::error::{Error, ErrorKind};
+use crate::priority::Priority;
 use crate::schedule::pattern;
 use crate::setup::{self, StreamSettings};
 
@@ -88,14 +89,12 @@ fn record_ttl(until_due: Duration, results_max_age: Duration) -> String {
     }
 }
 
-/// The headers of task `task` as a schedule firing at `at` into `due.<kind>`.
-fn schedule_headers(task: &Task, kind: &str, at: SystemTime) -> HeaderMap {
+/// The headers of task `task` as a schedule firing at `at` into
+/// `due.<kind>` (`due-high.<kind>` for a high task).
+fn schedule_headers(task: &Task, kind: &str, band: Priority, at: SystemTime) -> HeaderMap {
     let mut headers = task.headers();
     headers.insert(header::SCHEDULE, pattern::at_value(at).as_str());
-    headers.insert(
-        header::SCHEDULE_TARGET,
-        contract::due_subject(kind).as_str(),
-    );
+    headers.insert(header::SCHEDULE_TARGET, band.due_subject(kind).as_str());
     // SCHEDULES drops what is older than its max age; only `never`
     // outlives it (a one-shot schedule removes itself once fired).
     headers.insert(header::TTL, "never");
@@ -244,7 +243,12 @@ impl Sender {
             // schedule's own lifetime).
             extra: super::control::headers(&self.config.controls, self.at),
         };
-        let headers = schedule_headers(&task, &self.config.kind, self.at);
+        let headers = schedule_headers(
+            &task,
+            &self.config.kind,
+            self.config.controls.priority,
+            self.at,
+        );
         let client = self.client.clone();
         let resuming = self.config.batch.is_some();
         async move {
@@ -351,7 +355,7 @@ mod tests {
             extra: vec![(header::TTL, "3600".into())],
         };
         let at = pattern::parse_time("2026-12-01T09:00:00.5Z").unwrap();
-        let h = schedule_headers(&task, "image.resize", at);
+        let h = schedule_headers(&task, "image.resize", Priority::Normal, at);
         let get = |name: &str| h.get(name).map(|v| v.as_str().to_string());
         assert_eq!(
             get("Nats-Schedule").as_deref(),

@@ -158,7 +158,7 @@ where
     if !config.ephemeral {
         kept::check(&client, &format!("{reply_prefix}0")).await?;
     }
-    let task_subject = contract::task_subject(&config.kind);
+    let task_subject = config.controls.priority.task_subject(&config.kind);
     let outbox = publish::Outbox::new(client.clone(), task_subject.clone().into(), config.timeout);
     let replies = client
         .subscribe(outbox.replies())

@@ -5,6 +5,7 @@
 
 mod deadline;
 mod pause;
+mod priority;
 mod unique;
 
 use std::path::Path;

@@ -362,6 +362,7 @@ mod tests {
         let count = |tenant: Option<&str>, kind: &str, count| KindCount {
             tenant: tenant.map(str::to_string),
             kind: kind.into(),
+            priority: None,
             count,
         };
         let snapshot = Snapshot {

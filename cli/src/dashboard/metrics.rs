@@ -121,7 +121,8 @@ pub(crate) fn exposition(snapshot: &Snapshot) -> String {
             kind: c.kind.clone(),
         };
         for c in &status.kinds {
-            depth.get_or_create(&labels(c)).set(c.count as i64);
+            // Summed over the priority bands.
+            depth.get_or_create(&labels(c)).inc_by(c.count as i64);
         }
         for c in &status.dead_kinds {
             dead.get_or_create(&labels(c)).set(c.count as i64);
@@ -179,6 +180,7 @@ mod tests {
         let kind = |count| KindCount {
             tenant: Some("alice".into()),
             kind: "echo".into(),
+            priority: None,
             count,
         };
         let snapshot = Snapshot {
@@ -196,6 +198,7 @@ mod tests {
                     oldest_waiting_s: Some(1.5),
                     paused: true,
                     paused_until: Some("2026-12-01T09:00:00Z".into()),
+                    bands: Vec::new(),
                 }],
                 kinds: vec![kind(3)],
                 dead_kinds: vec![kind(1)],

@@ -28,12 +28,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, AckKind, Context};
 use bytes::Bytes;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
-use super::{lifecycle, Shared, Slot};
+use super::{lifecycle, Shared, Slots};
 use crate::contract::{self, header};
 use crate::control::check_key;
 use crate::envelope::{route, Route};
@@ -193,7 +193,7 @@ impl Gate {
         if slot_free && !inner.any_limit.load(Ordering::Relaxed) {
             return Pass::Run(msg);
         }
-        let Route { tenant, kind } = route(&msg.subject);
+        let Route { tenant, kind, .. } = route(&msg.subject);
         let limited = inner
             .limits
             .read()
@@ -229,18 +229,8 @@ impl Gate {
 
     /// Starts the gate's own work: held tasks into free slots, and their
     /// progress acks.
-    pub(super) fn drive(
-        &self,
-        shared: &Arc<Shared>,
-        slots: &Arc<Semaphore>,
-        released: &Arc<Notify>,
-    ) {
-        let driver = tokio::spawn(drive(
-            self.clone(),
-            shared.clone(),
-            slots.clone(),
-            released.clone(),
-        ));
+    pub(super) fn drive(&self, shared: &Arc<Shared>, slots: &Slots) {
+        let driver = tokio::spawn(drive(self.clone(), shared.clone(), slots.clone()));
         let keepalive = tokio::spawn(keep_alive(self.inner.clone()));
         lock(&self.inner.tasks).extend([driver, keepalive]);
     }
@@ -363,7 +353,8 @@ impl Gate {
     }
 }
 
-async fn drive(gate: Gate, shared: Arc<Shared>, slots: Arc<Semaphore>, released: Arc<Notify>) {
+async fn drive(gate: Gate, shared: Arc<Shared>, slots: Slots) {
+    let released = &slots.released;
     let inner = gate.inner.clone();
     let mut again: Option<Instant> = None;
     loop {
@@ -375,16 +366,12 @@ async fn drive(gate: Gate, shared: Arc<Shared>, slots: Arc<Semaphore>, released:
         }
         again = None;
         while !lock(&inner.held).is_empty() {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
+            let Ok(permit) = slots.free.clone().acquire_owned().await else {
                 return;
             };
             match gate.start_one().await {
                 Ok((msg, lease)) => {
-                    let slot = Slot {
-                        _permit: permit,
-                        released: released.clone(),
-                        lease,
-                    };
+                    let slot = slots.fill(permit, &msg.subject, lease);
                     // Room to hold another: the pull loop may ask again.
                     released.notify_one();
                     let shared = shared.clone();
