@@ -124,7 +124,7 @@ impl Bench {
             self.latency_round(&inputs);
             self.scaling_round(&inputs);
             self.sha_round(&inputs);
-            self.hosts_round(&inputs.hosts, i == 1);
+            self.hosts_round(&inputs.hosts, i);
         }
         self.sleep_runs()?;
         self.cost_runs()?;
@@ -247,40 +247,42 @@ impl Bench {
         let input = self.input("echo", self.counts.hosts, echo_line)?;
         for i in 1..=self.counts.rounds {
             eprintln!("round {i} of {}: hosts", self.counts.rounds);
-            self.hosts_round(&input, i == 1);
+            self.hosts_round(&input, i);
         }
         Ok(())
     }
 
     /// One server, [`HOSTS_NODES`] nodes, one submitter, kept echo at window
-    /// 256: on loopback (the reference), then each process on a host of its
-    /// own (network namespaces), the nodes on 1, 2 and 3 hosts. Without
-    /// root or `ip`, the host runs are reported as not measured (`first`:
-    /// said once, in the first round).
-    fn hosts_round(&mut self, input: &std::path::Path, first: bool) {
+    /// 256: on loopback (the reference), and each process on a host of its
+    /// own (network namespaces), the nodes on 1, 2 and 3 hosts, in an order
+    /// that turns with the round. Without root or `ip`, the host runs are
+    /// reported as not measured (said once, in round 1).
+    fn hosts_round(&mut self, input: &std::path::Path, round: usize) {
         let run = FleetRun {
             nodes: HOSTS_NODES,
             ..FleetRun::new("echo", input, 256)
         };
-        self.measure(
-            "fleet_hosts_loopback",
-            &format!("fleet kept w256 {HOSTS_NODES} nodes, loopback"),
-            |b| scenarios::fleet(b, &run),
-        );
         if let Some(why) = &self.no_hosts {
-            if first {
+            if round == 1 {
                 eprintln!("  fleet on 1, 2 and 3 node hosts: NOT MEASURED: {why}");
                 self.errors
                     .push(format!("fleet_hosts_1..3: not measured: {why}"));
             }
-            return;
         }
-        for hosts in 1..=3 {
-            self.measure(
-                &format!("fleet_hosts_{hosts}"),
-                &format!("fleet kept w256 {HOSTS_NODES} nodes on {hosts} host(s)"),
-                |b| scenarios::hosts(b, &run, hosts),
-            );
+        for hosts in scenarios::hosts_order(round) {
+            if hosts == 0 {
+                self.measure(
+                    "fleet_hosts_loopback",
+                    &format!("fleet kept w256 {HOSTS_NODES} nodes, loopback"),
+                    |b| scenarios::fleet(b, &run),
+                );
+            } else if self.no_hosts.is_none() {
+                self.measure(
+                    &format!("fleet_hosts_{hosts}"),
+                    &format!("fleet kept w256 {HOSTS_NODES} nodes on {hosts} host(s)"),
+                    |b| scenarios::hosts(b, &run, hosts),
+                );
+            }
         }
     }
 

@@ -66,6 +66,15 @@ pub fn host_names(node_hosts: usize) -> Vec<String> {
     names
 }
 
+/// The order of the runs of round `round` (1-based): 0 is loopback, `k`
+/// the nodes on `k` hosts. It turns by one each round, so no contestant is
+/// always the first (after the previous section's runs) or the last.
+pub fn hosts_order(round: usize) -> [usize; 4] {
+    let mut order = [0, 1, 2, 3];
+    order.rotate_left(round.saturating_sub(1) % 4);
+    order
+}
+
 /// Processes killed when dropped, so none outlives its namespace (a
 /// process already reaped is left alone: `Child` knows it ended).
 struct Killed(Vec<Child>);
@@ -191,5 +200,13 @@ mod tests {
         assert_eq!(on(3, 2), [2, 1]);
         assert_eq!(on(3, 3), [1, 1, 1]);
         assert_eq!(host_names(2), ["srv", "n1", "n2", "sub"]);
+    }
+
+    #[test]
+    fn the_order_of_the_runs_turns_with_the_round() {
+        assert_eq!(hosts_order(1), [0, 1, 2, 3]);
+        assert_eq!(hosts_order(2), [1, 2, 3, 0]);
+        assert_eq!(hosts_order(3), [2, 3, 0, 1]);
+        assert_eq!(hosts_order(5), [0, 1, 2, 3]);
     }
 }

@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::measure::{run_measured, tail};
 
 pub use self::fleet::{cluster, fleet, idle_rss, node_host, FleetRun};
-pub use self::hosts::{host_names, hosts, hosts_unavailable, why_no_namespaces};
+pub use self::hosts::{host_names, hosts, hosts_order, hosts_unavailable, why_no_namespaces};
 pub use self::inputs::{echo_line, hex_64k_line, lines_file};
 pub use self::loops::{apalis, ceiling, gopeer};
 
