@@ -16,6 +16,9 @@ pub struct Counts {
     pub multi: usize,
     /// Tasks of the run on a 3-server cluster.
     pub cluster: usize,
+    /// Tasks of each hosts run: [`HOSTS_NODES`] nodes on 1, 2 and 3 hosts
+    /// (network namespaces), and the same on loopback.
+    pub hosts: usize,
     /// Tasks of the sha256 64 KiB runs.
     pub sha: usize,
     /// Seconds of sleep-10ms work per run (times the ideal rate).
@@ -42,6 +45,7 @@ pub const FULL: Counts = Counts {
     lat: 2_000,
     multi: 40_000,
     cluster: 20_000,
+    hosts: 60_000,
     sha: 2_000,
     sleep_s: 2.0,
     idle_s: 3.0,
@@ -60,6 +64,7 @@ pub const QUICK: Counts = Counts {
     lat: 100,
     multi: 1_000,
     cluster: 500,
+    hosts: 1_000,
     sha: 20,
     sleep_s: 0.2,
     idle_s: 1.0,
@@ -74,3 +79,6 @@ pub const QUICK: Counts = Counts {
 pub const SLEEP_CONCURRENCY: usize = 64;
 /// How long one sleep task takes.
 pub const SLEEP_TASK_S: f64 = 0.010;
+
+/// Nodes of the hosts runs, spread over 1, 2 and 3 node hosts.
+pub const HOSTS_NODES: usize = 3;

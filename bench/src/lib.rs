@@ -7,6 +7,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`config`] | the counts of a full and a quick run |
+//! | [`meta`] | when, at which commit and on which server version a run was made |
 //! | [`measure`] | processes and what they cost: CPU seconds, peak RSS |
 //! | [`scenarios`] | one measured run each: the loop, the peers, fleet (one server or a cluster), idle node, `nats bench` |
 //! | [`rows`] | the table's rows (medians of rounds) with ratios and targets; [`ROWS`] |
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod measure;
+pub mod meta;
 pub mod report;
 pub mod rows;
 pub mod scenarios;

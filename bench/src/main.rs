@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use fleet_bench::config::{Counts, FULL, QUICK, SLEEP_CONCURRENCY, SLEEP_TASK_S};
+use fleet_bench::config::{Counts, FULL, HOSTS_NODES, QUICK, SLEEP_CONCURRENCY, SLEEP_TASK_S};
+use fleet_bench::meta::{git_describe, now_utc, server_version};
 use fleet_bench::report;
 use fleet_bench::rows::{rows, Runs};
 use fleet_bench::scenarios::{self, echo_line, hex_64k_line, lines_file, Bins, FleetRun, Run};
@@ -31,6 +32,16 @@ struct Args {
     /// this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Only the rounds of one section (its rows alone in the table).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+/// A section `--only` runs alone.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Only {
+    /// 3 nodes on 1, 2 and 3 hosts (network namespaces), and on loopback.
+    Hosts,
 }
 
 struct Bench {
@@ -39,6 +50,8 @@ struct Bench {
     work: tempfile::TempDir,
     runs: Runs,
     errors: Vec<String>,
+    /// Why the hosts rows cannot be measured here (no root, no `ip`).
+    no_hosts: Option<String>,
 }
 
 impl Bench {
@@ -98,18 +111,20 @@ impl Bench {
             multi: self.input("echo", c.multi, echo_line)?,
             cluster: self.input("echo", c.cluster, echo_line)?,
             sha: self.input("hex64k", c.sha, hex_64k_line)?,
+            hosts: self.input("echo", c.hosts, echo_line)?,
         };
         // Interleaved: every round runs all contestants of a comparison
         // back to back, so a slow minute of the machine hits them alike.
         for i in 1..=c.rounds {
             eprintln!(
-                "round {i} of {}: echo w256 (loop, Go, apalis, fleet; fleet under least privilege), w1, more nodes, cluster, sha256",
+                "round {i} of {}: echo w256 (loop, Go, apalis, fleet; fleet under least privilege), w1, more nodes, cluster, sha256, hosts",
                 c.rounds
             );
             self.throughput_round(&inputs);
             self.latency_round(&inputs);
             self.scaling_round(&inputs);
             self.sha_round(&inputs);
+            self.hosts_round(&inputs.hosts, i);
         }
         self.sleep_runs()?;
         self.cost_runs()?;
@@ -225,6 +240,50 @@ impl Bench {
             "fleet kept w256 1 node, 3-server cluster, R3",
             |b| scenarios::cluster(b, &FleetRun::new("echo", &inputs.cluster, 256)),
         );
+    }
+
+    /// The hosts runs alone (`--only hosts`).
+    fn run_hosts(&mut self) -> anyhow::Result<()> {
+        let input = self.input("echo", self.counts.hosts, echo_line)?;
+        for i in 1..=self.counts.rounds {
+            eprintln!("round {i} of {}: hosts", self.counts.rounds);
+            self.hosts_round(&input, i);
+        }
+        Ok(())
+    }
+
+    /// One server, [`HOSTS_NODES`] nodes, one submitter, kept echo at window
+    /// 256: on loopback (the reference), and each process on a host of its
+    /// own (network namespaces), the nodes on 1, 2 and 3 hosts, in an order
+    /// that turns with the round. Without root or `ip`, the host runs are
+    /// reported as not measured (said once, in round 1).
+    fn hosts_round(&mut self, input: &std::path::Path, round: usize) {
+        let run = FleetRun {
+            nodes: HOSTS_NODES,
+            ..FleetRun::new("echo", input, 256)
+        };
+        if let Some(why) = &self.no_hosts {
+            if round == 1 {
+                eprintln!("  fleet on 1, 2 and 3 node hosts: NOT MEASURED: {why}");
+                self.errors
+                    .push(format!("fleet_hosts_1..3: not measured: {why}"));
+            }
+        }
+        for hosts in scenarios::hosts_order(round) {
+            if hosts == 0 {
+                self.measure(
+                    "fleet_hosts_loopback",
+                    &format!("fleet kept w256 {HOSTS_NODES} nodes, loopback"),
+                    |b| scenarios::fleet(b, &run),
+                );
+            } else if self.no_hosts.is_none() {
+                self.measure(
+                    &format!("fleet_hosts_{hosts}"),
+                    &format!("fleet kept w256 {HOSTS_NODES} nodes on {hosts} host(s)"),
+                    |b| scenarios::hosts(b, &run, hosts),
+                );
+            }
+        }
     }
 
     fn sha_round(&mut self, inputs: &Inputs) {
@@ -345,44 +404,8 @@ struct Inputs {
     cluster: PathBuf,
     /// 64 KiB hex payloads.
     sha: PathBuf,
-}
-
-fn git_describe() -> String {
-    let run = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .current_dir(fleet_testkit::root())
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    let head = run(&["rev-parse", "--short", "HEAD"]);
-    let dirty = !run(&["status", "--porcelain"]).is_empty();
-    format!("{head}{}", if dirty { "+dirty" } else { "" })
-}
-
-fn server_version() -> String {
-    std::process::Command::new(fleet_testkit::tool("nats-server"))
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .trim_start_matches("nats-server: ")
-                .to_string()
-        })
-        .unwrap_or_default()
-}
-
-fn now_utc() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
+    /// 100-byte echo payloads, the hosts runs.
+    hosts: PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -402,7 +425,11 @@ fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut meta = serde_json::json!({
         "date": now_utc(),
-        "mode": if args.quick { "quick" } else { "full" },
+        "mode": format!(
+            "{}{}",
+            if args.quick { "quick" } else { "full" },
+            if args.only.is_some() { ", hosts only" } else { "" }
+        ),
         "nats_server": server_version(),
         "cores": cores,
         "rounds": counts.rounds,
@@ -421,12 +448,19 @@ fn main() -> anyhow::Result<()> {
         work: tempfile::Builder::new().prefix("fleet-bench-").tempdir()?,
         runs: Runs::new(),
         errors: Vec::new(),
+        no_hosts: scenarios::hosts_unavailable(),
     };
     let measuring = Instant::now();
-    bench.run_all()?;
+    match args.only {
+        Some(Only::Hosts) => bench.run_hosts()?,
+        None => bench.run_all()?,
+    }
     meta["runtime_s"] = serde_json::json!(started.elapsed().as_secs_f64());
     meta["measuring_s"] = serde_json::json!(measuring.elapsed().as_secs_f64());
-    let table = rows(&bench.runs, &counts, cores);
+    let mut table = rows(&bench.runs, &counts, cores);
+    if let Some(Only::Hosts) = args.only {
+        table.retain(|r| r.id.starts_with("hosts_"));
+    }
     let path = report::write(
         &args.out,
         &meta,

@@ -7,6 +7,7 @@
 //! ([`Run::rate`]). The same median goes for memory and CPU.
 
 mod cost;
+mod hosts;
 mod security;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use crate::config::{Counts, SLEEP_CONCURRENCY, SLEEP_TASK_S};
 use crate::report::{row, Row, Target};
 use crate::scenarios::Run;
+use hosts::hosts_rows;
 use security::security_rows;
 
 /// Every row `bin/bench` reports, in order; `bench/tests/smoke.rs` checks
@@ -28,6 +30,10 @@ pub const ROWS: &[&str] = &[
     "echo_ephemeral_w256_4node",
     "echo_kept_w256_4node",
     "echo_kept_w256_cluster3",
+    "hosts_loopback_3node",
+    "hosts_1host_3node",
+    "hosts_2host_3node",
+    "hosts_3host_3node",
     "security_off_kept_w256",
     "security_admin_kept_w256",
     "security_alice_kept_w256",
@@ -137,6 +143,7 @@ pub fn rows(runs: &Runs, c: &Counts, cores: usize) -> Vec<Row> {
     let mut r = Vec::new();
     server_rows(&x, &mut r);
     echo_rows(&x, &mut r);
+    hosts_rows(&x, &mut r);
     security_rows(&x, &mut r);
     peer_rows(&x, &mut r);
     latency_rows(&x, &mut r);

@@ -1,6 +1,7 @@
 //! `fleet-bench --quick` end to end: every scenario (fleet, the loop, the
 //! Go and apalis peers, the 3-server cluster, fleet under the shipped
-//! least-privilege config as admin and as a tenant) runs against real
+//! least-privilege config as admin and as a tenant, 3 nodes on 1, 2 and 3
+//! hosts made of network namespaces, which needs root) runs against real
 //! servers and processes and lands in the JSON report with a figure above
 //! zero. Quick counts prove the benchmark works; they measure nothing.
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
 use fleet::contract::READY_SIGNAL;
+use fleet_testkit::netns::Host;
 use fleet_testkit::secure::{Role, Secure};
 use fleet_testkit::NatsServer;
 
@@ -62,8 +63,8 @@ impl<'a> FleetRun<'a> {
     }
 }
 
-/// Where the fleet processes connect, and as whom.
-struct Conn {
+/// Where the fleet processes connect, as whom, and where they run.
+pub(super) struct Conn {
     /// `--server`: one URL, or all of a cluster's.
     urls: String,
     /// Global flags of the operator (`fleet setup`).
@@ -75,12 +76,53 @@ struct Conn {
     /// Whether nodes run the dev handlers (`sleep`, `fail`) too; not on the
     /// cluster, whose nodes run as deployed.
     dev_builtins: bool,
+    /// Hosts (network namespaces) the processes run on; none: this
+    /// machine's own network, as every row but the hosts rows.
+    hosts: Option<Placement>,
+}
+
+/// Which host each process runs on.
+pub(super) struct Placement {
+    /// `fleet setup` and `fleet submit`.
+    pub client: Host,
+    /// The node hosts: node `i` (1-based) runs on [`node_host`]`(i, len)`.
+    pub nodes: Vec<Host>,
+}
+
+impl Conn {
+    /// Where `urls` is one server's, with no users, and the nodes run the
+    /// dev handlers: the plain runs, on this machine or on `hosts`.
+    pub(super) fn plain(urls: String, hosts: Option<Placement>) -> Conn {
+        Conn {
+            urls,
+            admin: Vec::new(),
+            submit: Vec::new(),
+            node: Vec::new(),
+            dev_builtins: true,
+            hosts,
+        }
+    }
+
+    /// `fleet`, on `host` when the processes are placed on hosts.
+    fn fleet(&self, bins: &Bins, host: impl Fn(&Placement) -> &Host) -> Command {
+        match &self.hosts {
+            Some(p) => host(p).command(&bins.fleet),
+            None => Command::new(&bins.fleet),
+        }
+    }
+}
+
+/// The index in `hosts` hosts of the host of node `i` (1-based): round
+/// robin, so 3 nodes on 2 hosts are 2 and 1.
+pub fn node_host(i: usize, hosts: usize) -> usize {
+    (i - 1) % hosts.max(1)
 }
 
 /// `fleet setup` (plus `extra`): streams and the default group, as an
 /// operator makes them once.
-fn setup(bins: &Bins, conn: &Conn, extra: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(&bins.fleet)
+pub(super) fn setup(bins: &Bins, conn: &Conn, extra: &[&str]) -> anyhow::Result<()> {
+    let out = conn
+        .fleet(bins, |p| &p.client)
         .args(["--server", &conn.urls])
         .args(&conn.admin)
         .arg("setup")
@@ -95,8 +137,9 @@ fn setup(bins: &Bins, conn: &Conn, extra: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `run.nodes` nodes, each ready (bound and pulling) when this returns.
-fn start_nodes(
+/// `run.nodes` nodes, each ready (bound and pulling) when this returns;
+/// when one fails, those started are killed.
+pub(super) fn start_nodes(
     bins: &Bins,
     conn: &Conn,
     run: &FleetRun<'_>,
@@ -104,26 +147,49 @@ fn start_nodes(
 ) -> anyhow::Result<Vec<Child>> {
     let mut nodes = Vec::new();
     for i in 1..=run.nodes {
-        let log = dir.join(format!("node{i}.log"));
-        let mut cmd = Command::new(&bins.fleet);
-        cmd.args(["--server", &conn.urls])
-            .args(&conn.node)
-            .args(["node", "--name", &format!("node{i}")])
-            .args(["--concurrency", &run.concurrency.to_string()])
-            .env("RUST_LOG", "info,async_nats=warn");
-        if conn.dev_builtins {
-            cmd.arg("--dev-builtins");
+        match start_node(bins, conn, run, dir, i) {
+            Ok(node) => nodes.push(node),
+            Err(err) => {
+                for mut node in nodes {
+                    let _ = node.kill();
+                    let _ = node.wait();
+                }
+                return Err(err);
+            }
         }
-        let mut node = spawn_logged(cmd, &log)?;
-        wait_for_log(&mut node, &log, READY_SIGNAL, Duration::from_secs(30))
-            .context("fleet node")?;
-        nodes.push(node);
     }
     Ok(nodes)
 }
 
+/// Node `i` (1-based), ready.
+fn start_node(
+    bins: &Bins,
+    conn: &Conn,
+    run: &FleetRun<'_>,
+    dir: &Path,
+    i: usize,
+) -> anyhow::Result<Child> {
+    let log = dir.join(format!("node{i}.log"));
+    let mut cmd = conn.fleet(bins, |p| &p.nodes[node_host(i, p.nodes.len())]);
+    cmd.args(["--server", &conn.urls])
+        .args(&conn.node)
+        .args(["node", "--name", &format!("node{i}")])
+        .args(["--concurrency", &run.concurrency.to_string()])
+        .env("RUST_LOG", "info,async_nats=warn");
+    if conn.dev_builtins {
+        cmd.arg("--dev-builtins");
+    }
+    let mut node = spawn_logged(cmd, &log)?;
+    if let Err(err) = wait_for_log(&mut node, &log, READY_SIGNAL, Duration::from_secs(30)) {
+        let _ = node.kill();
+        let _ = node.wait();
+        return Err(err.context(format!("fleet node{i}")));
+    }
+    Ok(node)
+}
+
 /// Kills the nodes; their CPU seconds (summed) and the largest peak RSS.
-fn stop_nodes(nodes: &mut [Child]) -> anyhow::Result<(f64, f64)> {
+pub(super) fn stop_nodes(nodes: &mut [Child]) -> anyhow::Result<(f64, f64)> {
     let (mut cpu, mut rss) = (0.0, 0.0_f64);
     for node in nodes {
         let (c, r) = kill_measured(node)?;
@@ -135,14 +201,14 @@ fn stop_nodes(nodes: &mut [Child]) -> anyhow::Result<(f64, f64)> {
 
 /// One `fleet submit` fed `run.input`, to its end; fails unless every task
 /// came back ok.
-fn submit(
+pub(super) fn submit(
     bins: &Bins,
     conn: &Conn,
     run: &FleetRun<'_>,
     dir: &Path,
 ) -> anyhow::Result<(Finished, Summary)> {
     let summary_path = dir.join("summary.json");
-    let mut cmd = Command::new(&bins.fleet);
+    let mut cmd = conn.fleet(bins, |p| &p.client);
     cmd.args(["--server", &conn.urls])
         .args(&conn.submit)
         .args(["submit", run.kind, "--no-progress"])
@@ -189,6 +255,7 @@ pub fn fleet(bins: &Bins, run: &FleetRun<'_>) -> anyhow::Result<Run> {
         submit: run.submitter.map(Role::flags).unwrap_or_default(),
         node: as_role(Role::Node),
         dev_builtins: true,
+        hosts: None,
     };
     let d = server.dir.path();
     setup(bins, &conn, &[])?;
@@ -239,6 +306,7 @@ pub fn cluster(bins: &Bins, run: &FleetRun<'_>) -> anyhow::Result<Run> {
         submit: cluster.flags("admin"),
         node: cluster.flags("node"),
         dev_builtins: false,
+        hosts: None,
     };
     let d = cluster.dir.path();
     setup(bins, &conn, &["--replicas", "3"])?;
@@ -269,11 +337,8 @@ pub fn idle_rss(bins: &Bins, idle: Duration) -> anyhow::Result<Run> {
     let d = server.dir.path();
     let url = server.url();
     let conn = Conn {
-        urls: url.clone(),
-        admin: Vec::new(),
-        submit: Vec::new(),
-        node: Vec::new(),
         dev_builtins: false,
+        ..Conn::plain(url.clone(), None)
     };
     setup(bins, &conn, &[])?;
     let log = d.join("node.log");

@@ -5,12 +5,14 @@
 //! |---|---|
 //! | [`loops`] | the hand-written loop (`ceiling`), its Go twin (`gopeer`), apalis-nats |
 //! | [`fleet`] | fleet nodes plus `fleet submit`, on one server or a 3-server cluster; an idle node |
+//! | [`hosts`] | the same with every process on a host of its own (network namespaces) |
 //! | [`inputs`] | the payload files fed to `fleet submit` |
 //!
 //! and here: what a run measured ([`Run`]), the binaries ([`Bins`]), and the
 //! `nats` CLI's own bench.
 
 mod fleet;
+mod hosts;
 mod inputs;
 mod loops;
 
@@ -24,7 +26,8 @@ use serde::Serialize;
 
 use crate::measure::{run_measured, tail};
 
-pub use self::fleet::{cluster, fleet, idle_rss, FleetRun};
+pub use self::fleet::{cluster, fleet, idle_rss, node_host, FleetRun};
+pub use self::hosts::{host_names, hosts, hosts_order, hosts_unavailable, why_no_namespaces};
 pub use self::inputs::{echo_line, hex_64k_line, lines_file};
 pub use self::loops::{apalis, ceiling, gopeer};
 
