@@ -90,6 +90,23 @@ impl<T> Held<T> {
         Some(item)
     }
 
+    /// Takes the first held task (groups in turn order, each from its head)
+    /// that `ends` says needs no turn.
+    pub(crate) fn take_where(&mut self, mut ends: impl FnMut(&T) -> bool) -> Option<T> {
+        let (group, at) = self.ring.iter().find_map(|g| {
+            let at = self.groups.get(g)?.iter().position(&mut ends)?;
+            Some((g.clone(), at))
+        })?;
+        let queue = self.groups.get_mut(&group)?;
+        let item = queue.remove(at)?;
+        self.len -= 1;
+        if queue.is_empty() {
+            self.groups.remove(&group);
+            self.ring.retain(|g| g != &group);
+        }
+        Some(item)
+    }
+
     /// Every held task, emptying the queue.
     pub(crate) fn drain(&mut self) -> Vec<T> {
         self.len = 0;
@@ -103,10 +120,11 @@ impl<T> Held<T> {
     }
 }
 
-/// How many tasks a node holds back at most: four per slot, at least 64.
-/// A node holding that many asks for no more tasks until one starts.
+/// How many tasks a node holds back at most: 16 per slot, at least 1,024
+/// (enough to reach past one key's burst of a thousand to the next key's
+/// tasks). A node holding that many asks for no more tasks until one starts.
 pub(crate) fn bound(concurrency: usize) -> usize {
-    concurrency.saturating_mul(4).max(64)
+    concurrency.saturating_mul(16).max(1024)
 }
 
 #[cfg(test)]
@@ -158,6 +176,23 @@ mod tests {
     }
 
     #[test]
+    fn a_task_that_needs_no_turn_is_taken_from_anywhere() {
+        let mut held = Held::new(100);
+        for n in [1, 2, 3] {
+            held.push(g("a"), n).unwrap();
+        }
+        held.push(g("b"), 4).unwrap();
+        // One in the middle of a's queue (cancelled, say): a keeps its place.
+        assert_eq!(held.take_where(|&n| n == 2), Some(2));
+        assert_eq!(held.order(), [g("a"), g("b")]);
+        // b's only one: b leaves the ring.
+        assert_eq!(held.take_where(|&n| n == 4), Some(4));
+        assert_eq!(held.order(), [g("a")]);
+        assert_eq!(held.take_where(|&n| n == 9), None);
+        assert_eq!((held.len(), run_all(&mut held, |_| true)), (2, vec![1, 3]));
+    }
+
+    #[test]
     fn it_holds_no_more_than_its_bound() {
         let mut held = Held::new(2);
         assert!(held.push(g("a"), 1).is_ok());
@@ -170,7 +205,8 @@ mod tests {
         all.sort();
         assert_eq!(all, [1]);
         assert_eq!((held.len(), held.room()), (0, 2));
-        assert_eq!(bound(8), 64);
-        assert_eq!(bound(64), 256);
+        assert_eq!(bound(8), 1024);
+        assert_eq!(bound(64), 1024);
+        assert_eq!(bound(256), 4096);
     }
 }

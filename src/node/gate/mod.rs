@@ -353,10 +353,31 @@ impl Gate {
     }
 }
 
+/// Whether a held task needs no turn: it was cancelled or its deadline
+/// passed, so it ends (499, 408) without a permit.
+fn ends_now(shared: &Shared, msg: &jetstream::Message) -> bool {
+    let Some(headers) = &msg.headers else {
+        return false;
+    };
+    let tenant = route(&msg.subject).tenant;
+    let cancelled = headers
+        .get(header::TASK_ID)
+        .is_some_and(|id| shared.marks.is_marked(tenant, id.as_str()));
+    cancelled
+        || headers
+            .get(header::TASK_DEADLINE)
+            .and_then(|d| crate::control::parse_deadline(d.as_str()).ok())
+            .is_some_and(|d| d <= SystemTime::now())
+}
+
+/// How often the gate looks through its held tasks for ones that end.
+const ENDING_EVERY: Duration = Duration::from_millis(250);
+
 async fn drive(gate: Gate, shared: Arc<Shared>, slots: Slots) {
     let released = &slots.released;
     let inner = gate.inner.clone();
     let mut again: Option<Instant> = None;
+    let mut looked = Instant::now();
     loop {
         let fallback = Instant::now() + FALLBACK;
         let at = again.map_or(fallback, |a| a.min(fallback));
@@ -369,7 +390,28 @@ async fn drive(gate: Gate, shared: Arc<Shared>, slots: Slots) {
             let Ok(permit) = slots.free.clone().acquire_owned().await else {
                 return;
             };
-            match gate.start_one().await {
+            let ending = if looked.elapsed() >= ENDING_EVERY {
+                let found = lock(&inner.held).take_where(|m| ends_now(&shared, m));
+                if found.is_none() {
+                    looked = Instant::now();
+                }
+                found.map(|msg| (msg, None))
+            } else {
+                None
+            };
+            if let Some((msg, _)) = &ending {
+                debug!(subject = %msg.subject, "a held task was cancelled or expired: it ends now");
+            }
+            let next = match ending {
+                Some(found) => {
+                    inner
+                        .held_count
+                        .store(lock(&inner.held).len(), Ordering::Relaxed);
+                    Ok(found)
+                }
+                None => gate.start_one().await,
+            };
+            match next {
                 Ok((msg, lease)) => {
                     let slot = slots.fill(permit, &msg.subject, lease);
                     // Room to hold another: the pull loop may ask again.
