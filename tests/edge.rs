@@ -6,11 +6,11 @@
 //! a site server (its own JetStream domain, a leaf node of the centre) with
 //! one node. The leaf connection runs through a TCP link the test cuts.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
 use fleet_testkit::checker::{check_from, Report};
 use fleet_testkit::edge::{password, Edge, SITE};
 use fleet_testkit::process::{fleet_at, spawn_submit_at};
@@ -153,20 +153,18 @@ fn saturate(edge: &Edge, batch: &str) {
     check(edge, batch, 12, &lines);
 }
 
-/// Tasks of the site's group delivered and not yet acked.
-fn site_in_flight(edge: &Edge) -> u64 {
-    rt().block_on(async {
-        let js = jetstream::new(admin(&edge.site).await);
-        let mut consumer: jetstream::consumer::PullConsumer = js
-            .get_consumer_from_stream(SITE, "TASKS")
-            .await
-            .expect("the site's group");
-        consumer
-            .info()
-            .await
-            .map(|i| i.num_ack_pending as u64)
-            .unwrap_or(0)
-    })
+/// Tasks the central nodes (metrics on `addrs`) are running, as their
+/// `fleet_node_in_flight` says.
+fn central_in_flight(addrs: &[SocketAddr]) -> f64 {
+    addrs
+        .iter()
+        .map(|&addr| {
+            let page =
+                fleet_testkit::http::get(addr, "/metrics").expect("a central node's metrics");
+            let samples = fleet_testkit::http::parse_metrics(&page.body);
+            fleet_testkit::http::metric_sum(&samples, "fleet_node_in_flight", &[])
+        })
+        .sum()
 }
 
 /// The site runs its tasks first; a backlog flows to the centre; with the
@@ -189,18 +187,17 @@ fn an_edge_site_runs_first_overflows_to_the_centre_and_rides_out_a_cut_link() {
     let site_dir = edge.site.dir.path();
     let central_dir = edge.central.dir.path();
     let _site_node = node(&edge.site.url(), site_dir, "site-node", &[]);
-    let _c1 = node(
-        &edge.central.url(),
-        central_dir,
-        "central-1",
-        &OVERFLOW_NODE,
-    );
-    let _c2 = node(
-        &edge.central.url(),
-        central_dir,
-        "central-2",
-        &OVERFLOW_NODE,
-    );
+    let metrics: Vec<SocketAddr> = (0..2)
+        .map(|_| ([127, 0, 0, 1], free_port()).into())
+        .collect();
+    let central = |i: usize| {
+        let addr = metrics[i].to_string();
+        let mut args = OVERFLOW_NODE.to_vec();
+        args.extend_from_slice(&["--metrics-addr", &addr]);
+        let name = format!("central-{}", i + 1);
+        node(&edge.central.url(), central_dir, &name, &args)
+    };
+    let (_c1, _c2) = (central(0), central(1));
     let _logs = LogsOnFailure {
         files: vec![
             ("site node".into(), site_dir.join("site-node.log")),
@@ -221,16 +218,23 @@ fn an_edge_site_runs_first_overflows_to_the_centre_and_rides_out_a_cut_link() {
     // flows to the centre.
     saturate(&edge, "b");
 
-    // (c) The link cut while central nodes hold tasks of a batch, for
-    // longer than ack_wait (3s), then restored.
+    // (c) The link cut while a central node runs a task of a batch, for
+    // longer than ack_wait (3s), then restored. The cut comes as soon as a
+    // central node starts one (its `fleet_node_in_flight` leaves 0): the
+    // site's own count of tasks in flight would also count tasks still on
+    // their way to a central node, which the cut may catch before any
+    // central node starts one.
+    eventually(Duration::from_secs(10), "central nodes idle", || {
+        (central_in_flight(&metrics) == 0.0).then_some(())
+    });
     let input = site_dir.join("c.in");
     std::fs::write(&input, "1s\n".repeat(12)).unwrap();
     let out = site_dir.join("c.jsonl");
     let mut c = KillOnDrop(spawn_submit_at(&site_admin, &SUBMIT_C[1..], &input, &out));
     eventually(
         Duration::from_secs(10),
-        "central nodes holding tasks",
-        || (site_in_flight(&edge) > 2).then_some(()),
+        "a central node running a task of c",
+        || (central_in_flight(&metrics) > 0.0).then_some(()),
     );
     edge.cut();
     let cut_at = Instant::now();
