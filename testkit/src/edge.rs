@@ -163,7 +163,13 @@ impl Edge {
             .command("curl")
             .args(["-sf", "--max-time", "2", &url])
             .output()
-            .expect("running curl in the site's namespace");
+            .expect("running ip netns exec");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("exec of"),
+            "cannot run curl in the site's namespace ({}): install curl",
+            err.trim()
+        );
         leafs(serde_json::from_slice(&out.stdout).ok())
     }
 
