@@ -1,19 +1,25 @@
 //! Edge sites through leaf nodes (issue 13), from the shipped
-//! `deploy/edge/central.conf` and `site.conf`: one central server (not the
-//! R3 cluster: its start and `sync_interval: always` would take most of the
-//! budget; the leaf-node block is the same on each of its servers) with two
-//! central nodes backing the site up as overflow members of its group, and
-//! a site server (its own JetStream domain, a leaf node of the centre) with
-//! one node. The leaf connection runs through a TCP link the test cuts.
+//! `deploy/edge/central.conf` and `site.conf`, on hosts of their own
+//! (network namespaces, fleet-testkit's `netns` and `edge`): the central
+//! cluster of three servers (`central1`..`central3`, R3 streams) with two
+//! central nodes on two more hosts backing the site up as overflow members
+//! of its group, and a site host with the site's server (its own JetStream
+//! domain, a leaf node of the centre), its one node and its submitter. The
+//! site host's port on the switch is cut mid-batch: the leaf connection
+//! dies without a word, as when a cable fails, both ends notice by their
+//! pings, and it is made again once the port is back.
+//!
+//! The namespaces need root, `ip` and `curl`: without them the test fails,
+//! saying so.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
 use fleet_testkit::checker::{check_from, Report};
 use fleet_testkit::edge::{password, Edge, SITE};
-use fleet_testkit::process::{fleet_at, spawn_submit_at};
+use fleet_testkit::netns::{node_with_env, submit_on, Host};
 use fleet_testkit::streams::stream_state_from;
 use fleet_testkit::*;
 
@@ -69,19 +75,17 @@ fn the_readme_shows_the_commands_this_test_runs() {
     }
 }
 
-fn node(url: &str, dir: &Path, name: &str, extra: &[&str]) -> NodeProc {
-    let mut args = vec!["--inbox-prefix", "_INBOX_node"];
+/// A `fleet node` on `host` as the node user of `urls`' servers, its
+/// metrics on its host's address; ready when this returns.
+fn node(host: &Host, urls: &str, dir: &Path, name: &str, extra: &[&str]) -> NodeProc {
+    let metrics = format!("{}:9100", host.addr);
+    let mut args = vec!["--inbox-prefix", "_INBOX_node", "--metrics-addr", &metrics];
     args.extend_from_slice(&NODE[1..]);
     args.extend_from_slice(extra);
     let pass = password("node");
-    let mut node = NodeProc::start(
-        url,
-        dir,
-        name,
-        &args,
-        &[("NATS_USER", "node"), ("NATS_PASSWORD", &pass)],
-    );
-    node.wait_ready(Duration::from_secs(20));
+    let env = [("NATS_USER", "node"), ("NATS_PASSWORD", pass.as_str())];
+    let mut node = node_with_env(host, urls, dir, name, &args, &env);
+    node.wait_ready(Duration::from_secs(30));
     node
 }
 
@@ -98,7 +102,6 @@ fn ok(out: Output, what: &str) -> Output {
 /// `fleet submit KIND --batch BATCH` at the site, one task per line of
 /// `payloads`; the JSON lines.
 fn submit(edge: &Edge, kind: &str, batch: &str, payloads: &str) -> Vec<serde_json::Value> {
-    let url = edge.site_url_as("admin");
     let args = [
         "submit",
         kind,
@@ -108,7 +111,10 @@ fn submit(edge: &Edge, kind: &str, batch: &str, payloads: &str) -> Vec<serde_jso
         "--timeout",
         "60s",
     ];
-    let out = ok(fleet_at(&url, &args, payloads.as_bytes()), "fleet submit");
+    let out = ok(
+        edge.fleet_at_site("admin", &args, payloads.as_bytes()),
+        "fleet submit",
+    );
     json_lines(&out.stdout)
 }
 
@@ -120,18 +126,20 @@ fn ran_on(lines: &[serde_json::Value], node: &str) -> usize {
         .count()
 }
 
-/// A client as the admin of `server` (the site or the centre).
-async fn admin(server: &NatsServer) -> async_nats::Client {
+/// A client as the admin of the servers at `urls` (the site or the centre).
+async fn admin(urls: &str) -> async_nats::Client {
+    let urls: Vec<async_nats::ServerAddr> = urls.split(',').map(|u| u.parse().unwrap()).collect();
     async_nats::ConnectOptions::with_user_and_password("admin".into(), password("admin"))
-        .connect(server.url())
+        .connect(urls)
         .await
         .expect("connecting as admin")
 }
 
 /// The checker's table for `batch` from the site's RESULTS.
 fn check(edge: &Edge, batch: &str, tasks: u64, lines: &[serde_json::Value]) -> Report {
-    let report = rt()
-        .block_on(async { check_from(admin(&edge.site).await, None, batch, tasks, lines).await });
+    let report = rt().block_on(async {
+        check_from(admin(&edge.site.url()).await, None, batch, tasks, lines).await
+    });
     println!("checker, batch {batch}:\n{report}");
     assert_eq!(
         (report.lost, report.duplicated, report.unknown),
@@ -153,20 +161,18 @@ fn saturate(edge: &Edge, batch: &str) {
     check(edge, batch, 12, &lines);
 }
 
-/// Tasks of the site's group delivered and not yet acked.
-fn site_in_flight(edge: &Edge) -> u64 {
-    rt().block_on(async {
-        let js = jetstream::new(admin(&edge.site).await);
-        let mut consumer: jetstream::consumer::PullConsumer = js
-            .get_consumer_from_stream(SITE, "TASKS")
-            .await
-            .expect("the site's group");
-        consumer
-            .info()
-            .await
-            .map(|i| i.num_ack_pending as u64)
-            .unwrap_or(0)
-    })
+/// Tasks the central nodes (metrics on `addrs`) are running, as their
+/// `fleet_node_in_flight` says.
+fn central_in_flight(addrs: &[SocketAddr]) -> f64 {
+    addrs
+        .iter()
+        .map(|&addr| {
+            let page =
+                fleet_testkit::http::get(addr, "/metrics").expect("a central node's metrics");
+            let samples = fleet_testkit::http::parse_metrics(&page.body);
+            fleet_testkit::http::metric_sum(&samples, "fleet_node_in_flight", &[])
+        })
+        .sum()
 }
 
 /// The site runs its tasks first; a backlog flows to the centre; with the
@@ -177,39 +183,41 @@ fn site_in_flight(edge: &Edge) -> u64 {
 fn an_edge_site_runs_first_overflows_to_the_centre_and_rides_out_a_cut_link() {
     let started = Instant::now();
     let edge = Edge::start();
-    let site_admin = edge.site_url_as("admin");
+    println!("hosts and servers up in {:?}", started.elapsed());
     ok(
-        fleet_at(&site_admin, &SETUP, b""),
+        edge.fleet_at_site("admin", &SETUP, b""),
         "fleet setup at the site",
     );
+    println!("site set up at {:?}", started.elapsed());
     ok(
-        fleet_at(&edge.central_url_as("admin"), &["setup"], b""),
+        edge.fleet_at_centre("admin", &["setup", "--replicas", "3"]),
         "fleet setup at the centre",
     );
-    let site_dir = edge.site.dir.path();
-    let central_dir = edge.central.dir.path();
-    let _site_node = node(&edge.site.url(), site_dir, "site-node", &[]);
-    let _c1 = node(
-        &edge.central.url(),
-        central_dir,
-        "central-1",
-        &OVERFLOW_NODE,
-    );
-    let _c2 = node(
-        &edge.central.url(),
-        central_dir,
-        "central-2",
-        &OVERFLOW_NODE,
-    );
-    let _logs = LogsOnFailure {
-        files: vec![
-            ("site node".into(), site_dir.join("site-node.log")),
-            ("central node 1".into(), central_dir.join("central-1.log")),
-            ("central node 2".into(), central_dir.join("central-2.log")),
-            ("site server".into(), edge.site.log()),
-            ("central server".into(), edge.central.log()),
-        ],
+    println!("centre set up at {:?}", started.elapsed());
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let mut _logs = LogsOnFailure {
+        files: edge.central.logs(),
     };
+    _logs.files.push(("site server".into(), edge.site.log()));
+    for name in ["site-node", "central-1", "central-2"] {
+        _logs
+            .files
+            .push((name.into(), dir.join(format!("{name}.log"))));
+    }
+    _logs.files.push(("submit c".into(), dir.join("c.err")));
+    let site_host = edge.net.host("site");
+    let _site_node = node(site_host, &edge.site.url(), dir, "site-node", &[]);
+    println!("site node up at {:?}", started.elapsed());
+
+    let urls = edge.central_urls();
+    let _c1 = node(edge.net.host("n1"), &urls, dir, "central-1", &OVERFLOW_NODE);
+    let _c2 = node(edge.net.host("n2"), &urls, dir, "central-2", &OVERFLOW_NODE);
+    let metrics: Vec<SocketAddr> = ["n1", "n2"]
+        .iter()
+        .map(|h| (edge.net.host(h).addr, 9100).into())
+        .collect();
+    println!("streams and nodes up at {:?}", started.elapsed());
 
     // (a) Fewer tasks than the overflow threshold: never a backlog of 4,
     // so the site's own node runs them all.
@@ -221,25 +229,48 @@ fn an_edge_site_runs_first_overflows_to_the_centre_and_rides_out_a_cut_link() {
     // flows to the centre.
     saturate(&edge, "b");
 
-    // (c) The link cut while central nodes hold tasks of a batch, for
-    // longer than ack_wait (3s), then restored.
-    let input = site_dir.join("c.in");
+    // (c) The link cut while a central node runs a task of a batch, for
+    // longer than ack_wait (3s), then restored. The cut comes as soon as a
+    // central node starts one (its `fleet_node_in_flight` leaves 0): the
+    // site's own count of tasks in flight would also count tasks still on
+    // their way to a central node, which the cut may catch before any
+    // central node starts one.
+    eventually(Duration::from_secs(10), "central nodes idle", || {
+        (central_in_flight(&metrics) == 0.0).then_some(())
+    });
+    let input = dir.join("c.in");
     std::fs::write(&input, "1s\n".repeat(12)).unwrap();
-    let out = site_dir.join("c.jsonl");
-    let mut c = KillOnDrop(spawn_submit_at(&site_admin, &SUBMIT_C[1..], &input, &out));
+    let out = dir.join("c.jsonl");
+    let site_admin = edge.site_url_as("admin");
+    let mut c = KillOnDrop(submit_on(
+        site_host,
+        &site_admin,
+        &SUBMIT_C[1..],
+        &input,
+        &out,
+    ));
     eventually(
         Duration::from_secs(10),
-        "central nodes holding tasks",
-        || (site_in_flight(&edge) > 2).then_some(()),
+        "a central node running a task of c",
+        || (central_in_flight(&metrics) > 0.0).then_some(()),
     );
     edge.cut();
     let cut_at = Instant::now();
     // The site keeps accepting and running its own tasks meanwhile.
     let d = submit(&edge, "echo", "d", "x\ny\n");
     assert_eq!(ran_on(&d, "site-node"), 2, "{d:?}");
-    assert!(!edge.linked(), "the batch ran with the link down");
+    assert!(edge.is_cut(), "the batch ran with the link down");
+    // Both ends close the dead connection (pings unanswered), so nothing
+    // sent into it arrives after the heal; the cut outlasts ack_wait.
+    edge.wait_dropped();
+    let dropped_after = cut_at.elapsed();
     std::thread::sleep(Duration::from_secs(4).saturating_sub(cut_at.elapsed()));
+    let cut_for = cut_at.elapsed();
     edge.restore();
+    println!(
+        "link cut for {cut_for:?} (dropped by both ends after {dropped_after:?}), leaf back after {:?}",
+        cut_at.elapsed()
+    );
     let status = c.0.wait().unwrap();
     let c_lines = json_lines(&std::fs::read(&out).unwrap());
     assert!(
@@ -249,12 +280,21 @@ fn an_edge_site_runs_first_overflows_to_the_centre_and_rides_out_a_cut_link() {
     );
     check(&edge, "c", 12, &c_lines);
     check(&edge, "d", 2, &d);
-    // The central nodes held tasks of c when the link dropped: they could
-    // not keep their results, and the site ran those tasks again.
-    let central_logs = _c1.log_text() + &_c2.log_text();
+    // A central node ran a task of c when the link dropped: it could not
+    // keep its result (its publish meets no site, or times out), and the
+    // site ran that task again: the kept result is a later attempt's.
+    eventually(
+        Duration::from_secs(15),
+        "a central node's result not kept",
+        || {
+            (_c1.log_text() + &_c2.log_text())
+                .contains("could not keep the result")
+                .then_some(())
+        },
+    );
     assert!(
-        central_logs.contains("could not keep the result"),
-        "no central node was cut off mid-task"
+        c_lines.iter().any(|l| l["attempt"].as_u64() > Some(1)),
+        "no task of c ran twice: {c_lines:?}"
     );
     println!(
         "batch c: {} at the site, {} at the centre",
@@ -267,7 +307,7 @@ fn an_edge_site_runs_first_overflows_to_the_centre_and_rides_out_a_cut_link() {
 
     // Nothing of the site's landed in the centre's streams.
     rt().block_on(async {
-        let central = admin(&edge.central).await;
+        let central = admin(&edge.central_urls()).await;
         for stream in ["TASKS", "RESULTS", "DEAD"] {
             let state = stream_state_from(central.clone(), stream).await;
             assert_eq!(state.messages, 0, "central {stream}: {state:?}");

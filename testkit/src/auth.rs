@@ -3,6 +3,7 @@
 //! a client certificate), an nkey, and an operator-mode setup whose
 //! credentials file is written by the real `nats auth` commands.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -38,12 +39,15 @@ fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
     (params.self_signed(&key).expect("a CA"), key)
 }
 
-fn leaf(name: &str, ca: &rcgen::Certificate, ca_key: &KeyPair) -> (String, String) {
+fn leaf(name: &str, ca: &rcgen::Certificate, ca_key: &KeyPair, ips: &[IpAddr]) -> (String, String) {
     let key = KeyPair::generate().expect("a key");
     let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
     params
         .subject_alt_names
         .push(SanType::IpAddress("127.0.0.1".parse().expect("an address")));
+    for &ip in ips {
+        params.subject_alt_names.push(SanType::IpAddress(ip));
+    }
     params.distinguished_name.push(DnType::CommonName, name);
     let cert = params.signed_by(&key, ca, ca_key).expect("a certificate");
     (cert.pem(), key.serialize_pem())
@@ -51,6 +55,12 @@ fn leaf(name: &str, ca: &rcgen::Certificate, ca_key: &KeyPair) -> (String, Strin
 
 /// Writes a CA, a server and two client certificates into `dir`.
 pub fn certs(dir: &Path) -> Certs {
+    certs_for(dir, &[])
+}
+
+/// [`certs`] whose server certificate is also valid for `ips` (servers on
+/// hosts of a network of namespaces).
+pub fn certs_for(dir: &Path, ips: &[IpAddr]) -> Certs {
     let (ca_cert, ca_key) = ca("fleet test CA");
     let (rogue_ca, rogue_ca_key) = ca("someone else's CA");
     let write = |name: &str, text: &str| {
@@ -58,9 +68,9 @@ pub fn certs(dir: &Path) -> Certs {
         std::fs::write(&path, text).expect("writing a PEM file");
         path
     };
-    let (server_cert, server_key) = leaf("nats-server", &ca_cert, &ca_key);
-    let (client_cert, client_key) = leaf("fleet", &ca_cert, &ca_key);
-    let (rogue_cert, rogue_key) = leaf("intruder", &rogue_ca, &rogue_ca_key);
+    let (server_cert, server_key) = leaf("nats-server", &ca_cert, &ca_key, ips);
+    let (client_cert, client_key) = leaf("fleet", &ca_cert, &ca_key, &[]);
+    let (rogue_cert, rogue_key) = leaf("intruder", &rogue_ca, &rogue_ca_key, &[]);
     Certs {
         ca: write("ca.pem", &ca_cert.pem()),
         server_cert: write("server.pem", &server_cert),

@@ -9,8 +9,7 @@
 //! | [`auth`] | certificates, nkeys and operator credentials, made per test |
 //! | [`server`] | one nats-server of a test's own: start, stop, restart |
 //! | [`cluster`] | three servers from `deploy/cluster/n*.conf` on loopback |
-//! | [`link`] | links a test cuts and restores (a TCP proxy on loopback) |
-//! | [`edge`] | a central server and an edge site from `deploy/edge/*.conf`, linked |
+//! | [`edge`] | the central cluster and an edge site from `deploy/edge/*.conf`, on hosts of a [`netns`] network |
 //! | [`netns`] | hosts as network namespaces on one switch; cutting and healing links; a cluster and `fleet` processes on them |
 //! | [`process`] | `fleet node` and `fleet submit` processes |
 //! | [`os`] | signals, with the real `kill` |
@@ -28,7 +27,6 @@ pub mod checker;
 pub mod cluster;
 pub mod edge;
 pub mod http;
-pub mod link;
 pub mod netns;
 pub mod os;
 pub mod process;

@@ -34,7 +34,7 @@ pub(crate) fn replace_once(text: &str, from: &str, to: &str, file: &str) -> Stri
 
 /// Replaces every one of the `n` occurrences of `from`; panics when there
 /// are not exactly `n`.
-fn replace_n(text: &str, from: &str, to: &str, n: usize, file: &str) -> String {
+pub(crate) fn replace_n(text: &str, from: &str, to: &str, n: usize, file: &str) -> String {
     let found = text.matches(from).count();
     assert_eq!(
         found, n,

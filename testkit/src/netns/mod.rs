@@ -25,7 +25,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub use servers::{fleet_on, node_on, submit_on, NetCluster, NetServer};
+pub use servers::{fleet_on, node_on, node_with_env, submit_on, NetCluster, NetServer};
 
 /// Where the claims are.
 const CLAIMS: &str = "/run/fleet-netns";

@@ -28,6 +28,22 @@ pub struct NetServer {
 }
 
 impl NetServer {
+    /// Starts a server named `name` on `host` with the config `conf` makes
+    /// from its store directory; not waited for.
+    pub fn launch(host: &Host, name: &str, conf: impl FnOnce(&Path) -> String) -> NetServer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let text = conf(&dir.path().join("jetstream"));
+        std::fs::write(dir.path().join("server.conf"), text).expect("writing a config");
+        let mut server = NetServer {
+            name: name.to_string(),
+            host: host.clone(),
+            dir,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
     /// `nats://<addr>:4222`.
     pub fn url(&self) -> String {
         format!("nats://{}:4222", self.host.addr)
@@ -141,21 +157,25 @@ impl NetCluster {
     /// Starts a server on each of `hosts` (three of `net`'s) and waits until
     /// they agree on a JetStream meta leader that sees both others current.
     pub fn start(net: &Net, hosts: &[&str]) -> NetCluster {
+        NetCluster::start_with(net, hosts, "nats", config)
+    }
+
+    /// [`NetCluster::start`] with servers named `<prefix>1`.. and the config
+    /// of server `i` (1-based) made by `config(i, hosts, store)`.
+    pub fn start_with(
+        net: &Net,
+        hosts: &[&str],
+        prefix: &str,
+        config: impl Fn(usize, &[Host], &Path) -> String,
+    ) -> NetCluster {
         let hosts: Vec<Host> = hosts.iter().map(|h| net.host(h).clone()).collect();
-        let mut servers = Vec::new();
-        for i in 1..=hosts.len() {
-            let dir = tempfile::tempdir().expect("a temporary directory");
-            let conf = config(i, &hosts, &dir.path().join("jetstream"));
-            std::fs::write(dir.path().join("server.conf"), conf).expect("writing a config");
-            let mut server = NetServer {
-                name: format!("nats{i}"),
-                host: hosts[i - 1].clone(),
-                dir,
-                child: None,
-            };
-            server.spawn();
-            servers.push(server);
-        }
+        let servers = (1..=hosts.len())
+            .map(|i| {
+                NetServer::launch(&hosts[i - 1], &format!("{prefix}{i}"), |store| {
+                    config(i, &hosts, store)
+                })
+            })
+            .collect();
         let cluster = NetCluster { servers };
         cluster.wait_formed(Duration::from_secs(30));
         cluster
@@ -228,6 +248,18 @@ impl NetCluster {
 /// A `fleet node` on `host`, connected to `urls`, its log in `dir`; not
 /// waited for.
 pub fn node_on(host: &Host, urls: &str, dir: &Path, name: &str, args: &[&str]) -> NodeProc {
+    node_with_env(host, urls, dir, name, args, &[])
+}
+
+/// [`node_on`] with extra environment (credentials).
+pub fn node_with_env(
+    host: &Host,
+    urls: &str,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> NodeProc {
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).expect("the node's log file");
     let child = host
@@ -235,6 +267,7 @@ pub fn node_on(host: &Host, urls: &str, dir: &Path, name: &str, args: &[&str]) -
         .args(["--nats-url", urls, "node", "--name", name])
         .args(args)
         .env("RUST_LOG", "info,async_nats=warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(file)
         .spawn()
