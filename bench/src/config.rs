@@ -35,6 +35,16 @@ pub struct Counts {
     pub sync: usize,
     /// Messages of `nats bench`.
     pub nats_bench: usize,
+    /// `low` sleep tasks of the priorities flood.
+    pub prio_low: usize,
+    /// `high` (then `normal`) sleep tasks submitted behind the flood.
+    pub prio_high: usize,
+    /// Echo tasks of the concurrency-limit runs (with and without).
+    pub limit_tasks: usize,
+    /// `--rate` of the rate-limit run, starts per second.
+    pub rate_per_s: u32,
+    /// Sleep tasks of the rate-limit run.
+    pub rate_tasks: usize,
 }
 
 /// A full run: about ten minutes on 2 cores. 100,000 tasks for the one-node
@@ -54,6 +64,11 @@ pub const FULL: Counts = Counts {
     big: 1_000_000,
     sync: 5_000,
     nats_bench: 100_000,
+    prio_low: 5_000,
+    prio_high: 50,
+    limit_tasks: 5_000,
+    rate_per_s: 100,
+    rate_tasks: 500,
 };
 
 /// A quick run: every scenario with tiny counts, seconds. Proves the
@@ -73,6 +88,11 @@ pub const QUICK: Counts = Counts {
     big: 20_000,
     sync: 300,
     nats_bench: 5_000,
+    prio_low: 2_000,
+    prio_high: 20,
+    limit_tasks: 300,
+    rate_per_s: 50,
+    rate_tasks: 50,
 };
 
 /// Slots per node in the sleep runs.
@@ -82,3 +102,17 @@ pub const SLEEP_TASK_S: f64 = 0.010;
 
 /// Nodes of the hosts runs, spread over 1, 2 and 3 node hosts.
 pub const HOSTS_NODES: usize = 3;
+
+/// Nodes of the priorities runs (the starvation test).
+pub const PRIO_NODES: usize = 3;
+/// Slots per node in the priorities runs.
+pub const PRIO_CONCURRENCY: usize = 8;
+/// How long each task of the priorities runs sleeps.
+pub const PRIO_SLEEP: &str = "20ms";
+/// [`PRIO_SLEEP`] in seconds.
+pub const PRIO_SLEEP_S: f64 = 0.020;
+/// `fleet limit set echo --concurrency` of the concurrency-limit run: as
+/// many permits as the node has slots, so the limit only costs, never binds.
+pub const LIMIT_CONCURRENCY: u32 = 64;
+/// Nodes of the rate-limit run.
+pub const RATE_NODES: usize = 2;

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use fleet_bench::config::{Counts, FULL, HOSTS_NODES, QUICK, SLEEP_CONCURRENCY, SLEEP_TASK_S};
+use fleet_bench::config::{Counts, FULL, QUICK, SLEEP_CONCURRENCY, SLEEP_TASK_S};
 use fleet_bench::meta::{git_describe, now_utc, server_version};
 use fleet_bench::report;
 use fleet_bench::rows::{rows, Runs};
 use fleet_bench::scenarios::{self, echo_line, hex_64k_line, lines_file, Bins, FleetRun, Run};
 use fleet_testkit::secure::Role;
+
+mod sections;
 
 /// fleet against a hand-written ceiling, on servers of its own.
 #[derive(Debug, Parser)]
@@ -42,6 +44,21 @@ struct Args {
 enum Only {
     /// 3 nodes on 1, 2 and 3 hosts (network namespaces), and on loopback.
     Hosts,
+    /// Queue wait per priority band behind a low flood.
+    Priorities,
+    /// A concurrency limit's cost per start; a rate limit held.
+    Limits,
+}
+
+impl Only {
+    /// The prefix of the ids of its rows, and its name.
+    fn rows(self) -> (&'static str, &'static str) {
+        match self {
+            Only::Hosts => ("hosts_", "hosts"),
+            Only::Priorities => ("prio_", "priorities"),
+            Only::Limits => ("limit_", "limits"),
+        }
+    }
 }
 
 struct Bench {
@@ -128,7 +145,9 @@ impl Bench {
         }
         self.sleep_runs()?;
         self.cost_runs()?;
-        self.durability_runs()
+        self.durability_runs()?;
+        self.priority_runs();
+        self.limit_runs()
     }
 
     /// Window 256, one worker, 100-byte echo: per mode, the loop, the Go
@@ -240,50 +259,6 @@ impl Bench {
             "fleet kept w256 1 node, 3-server cluster, R3",
             |b| scenarios::cluster(b, &FleetRun::new("echo", &inputs.cluster, 256)),
         );
-    }
-
-    /// The hosts runs alone (`--only hosts`).
-    fn run_hosts(&mut self) -> anyhow::Result<()> {
-        let input = self.input("echo", self.counts.hosts, echo_line)?;
-        for i in 1..=self.counts.rounds {
-            eprintln!("round {i} of {}: hosts", self.counts.rounds);
-            self.hosts_round(&input, i);
-        }
-        Ok(())
-    }
-
-    /// One server, [`HOSTS_NODES`] nodes, one submitter, kept echo at window
-    /// 256: on loopback (the reference), and each process on a host of its
-    /// own (network namespaces), the nodes on 1, 2 and 3 hosts, in an order
-    /// that turns with the round. Without root or `ip`, the host runs are
-    /// reported as not measured (said once, in round 1).
-    fn hosts_round(&mut self, input: &std::path::Path, round: usize) {
-        let run = FleetRun {
-            nodes: HOSTS_NODES,
-            ..FleetRun::new("echo", input, 256)
-        };
-        if let Some(why) = &self.no_hosts {
-            if round == 1 {
-                eprintln!("  fleet on 1, 2 and 3 node hosts: NOT MEASURED: {why}");
-                self.errors
-                    .push(format!("fleet_hosts_1..3: not measured: {why}"));
-            }
-        }
-        for hosts in scenarios::hosts_order(round) {
-            if hosts == 0 {
-                self.measure(
-                    "fleet_hosts_loopback",
-                    &format!("fleet kept w256 {HOSTS_NODES} nodes, loopback"),
-                    |b| scenarios::fleet(b, &run),
-                );
-            } else if self.no_hosts.is_none() {
-                self.measure(
-                    &format!("fleet_hosts_{hosts}"),
-                    &format!("fleet kept w256 {HOSTS_NODES} nodes on {hosts} host(s)"),
-                    |b| scenarios::hosts(b, &run, hosts),
-                );
-            }
-        }
     }
 
     fn sha_round(&mut self, inputs: &Inputs) {
@@ -428,7 +403,7 @@ fn main() -> anyhow::Result<()> {
         "mode": format!(
             "{}{}",
             if args.quick { "quick" } else { "full" },
-            if args.only.is_some() { ", hosts only" } else { "" }
+            args.only.map_or(String::new(), |o| format!(", {} only", o.rows().1))
         ),
         "nats_server": server_version(),
         "cores": cores,
@@ -453,13 +428,15 @@ fn main() -> anyhow::Result<()> {
     let measuring = Instant::now();
     match args.only {
         Some(Only::Hosts) => bench.run_hosts()?,
+        Some(Only::Priorities) => bench.priority_runs(),
+        Some(Only::Limits) => bench.limit_runs()?,
         None => bench.run_all()?,
     }
     meta["runtime_s"] = serde_json::json!(started.elapsed().as_secs_f64());
     meta["measuring_s"] = serde_json::json!(measuring.elapsed().as_secs_f64());
     let mut table = rows(&bench.runs, &counts, cores);
-    if let Some(Only::Hosts) = args.only {
-        table.retain(|r| r.id.starts_with("hosts_"));
+    if let Some(only) = args.only {
+        table.retain(|r| r.id.starts_with(only.rows().0));
     }
     let path = report::write(
         &args.out,

@@ -150,7 +150,8 @@ pub const HEADERS: [&str; 6] = ["figure", "measured", "reference", "ratio", "tar
 pub const RATIO_NOTE: &str = "ratio = measured / reference. The reference is the hand-written loop (bench/src/bin/ceiling.rs) \
 doing the same work in the same mode, unless the row says otherwise: apalis-nats for \"fleet kept vs apalis\", \
 fleet kept on one server for the cluster, fleet kept with auth off for least privilege, fleet on loopback for nodes on 1 \
-host and fleet with nodes on 1 host for 2 and 3 hosts, the ideal for sleep. Throughput is the steady rate (10th to 90th \
+host and fleet with nodes on 1 host for 2 and 3 hosts, the ideal for sleep, the low flood's drain for queue waits \
+by priority, fleet with no limit for a concurrency limit, the --rate for a rate limit. Throughput is the steady rate (10th to 90th \
 percentile of task ends); every figure is the median of the interleaved rounds. For tasks/s and MiB/s higher \
 is better; for us, MiB and CPU lower is.";
 

@@ -6,6 +6,7 @@
 //! rounds would reward a lucky one. Throughput is each run's steady rate
 //! ([`Run::rate`]). The same median goes for memory and CPU.
 
+mod bands;
 mod cost;
 mod hosts;
 mod security;
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 use crate::config::{Counts, SLEEP_CONCURRENCY, SLEEP_TASK_S};
 use crate::report::{row, Row, Target};
 use crate::scenarios::Run;
+use bands::{limit_rows, priority_rows};
 use hosts::hosts_rows;
 use security::security_rows;
 
@@ -66,6 +68,16 @@ pub const ROWS: &[&str] = &[
     "server_cpu_big",
     "echo_kept_w256_sync",
     "echo_kept_w256_sync_c256",
+    "prio_high_wait_p50",
+    "prio_high_wait_p99",
+    "prio_normal_wait_p50",
+    "prio_normal_wait_p99",
+    "prio_low_wait_p50",
+    "prio_low_wait_p99",
+    "prio_low_drain",
+    "limit_concurrency_echo",
+    "limit_rate_starts",
+    "limit_rate_most_1s",
 ];
 
 /// Every round of every scenario, by name, in the order the rounds ran.
@@ -150,6 +162,8 @@ pub fn rows(runs: &Runs, c: &Counts, cores: usize) -> Vec<Row> {
     handler_rows(&x, &mut r);
     cost::cost_rows(&x, &mut r);
     durability_rows(&x, &mut r);
+    priority_rows(&x, &mut r);
+    limit_rows(&x, &mut r);
     r
 }
 

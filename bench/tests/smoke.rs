@@ -1,7 +1,8 @@
 //! `fleet-bench --quick` end to end: every scenario (fleet, the loop, the
 //! Go and apalis peers, the 3-server cluster, fleet under the shipped
 //! least-privilege config as admin and as a tenant, 3 nodes on 1, 2 and 3
-//! hosts made of network namespaces, which needs root) runs against real
+//! hosts made of network namespaces, which needs root; queue waits by
+//! priority band behind a low flood; a concurrency and a rate limit) runs against real
 //! servers and processes and lands in the JSON report with a figure above
 //! zero. Quick counts prove the benchmark works; they measure nothing.
 

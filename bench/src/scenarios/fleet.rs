@@ -44,6 +44,9 @@ pub struct FleetRun<'a> {
     pub submitter: Option<Role>,
     /// How long the submitter may take.
     pub timeout: Duration,
+    /// `fleet limit set` arguments (`echo --concurrency 64`), set after
+    /// `fleet setup` and before the nodes start; none: no limit.
+    pub limit: &'a [&'a str],
 }
 
 impl<'a> FleetRun<'a> {
@@ -59,6 +62,7 @@ impl<'a> FleetRun<'a> {
             conf: None,
             submitter: None,
             timeout: Duration::from_secs(300),
+            limit: &[],
         }
     }
 }
@@ -131,6 +135,25 @@ pub(super) fn setup(bins: &Bins, conn: &Conn, extra: &[&str]) -> anyhow::Result<
     if !out.status.success() {
         bail!(
             "fleet setup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `fleet limit set ARGS`, as the operator.
+pub(super) fn limit_set(bins: &Bins, conn: &Conn, args: &[&str]) -> anyhow::Result<()> {
+    let out = conn
+        .fleet(bins, |p| &p.client)
+        .args(["--server", &conn.urls])
+        .args(&conn.admin)
+        .args(["limit", "set"])
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "fleet limit set {}: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -259,6 +282,9 @@ pub fn fleet(bins: &Bins, run: &FleetRun<'_>) -> anyhow::Result<Run> {
     };
     let d = server.dir.path();
     setup(bins, &conn, &[])?;
+    if !run.limit.is_empty() {
+        limit_set(bins, &conn, run.limit)?;
+    }
     let mut nodes = start_nodes(bins, &conn, run, d)?;
     let server_pid = server.pid().context("the server runs")?;
     let server0 = cpu_seconds(server_pid);

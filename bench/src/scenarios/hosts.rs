@@ -77,7 +77,7 @@ pub fn hosts_order(round: usize) -> [usize; 4] {
 
 /// Processes killed when dropped, so none outlives its namespace (a
 /// process already reaped is left alone: `Child` knows it ended).
-struct Killed(Vec<Child>);
+pub(super) struct Killed(pub(super) Vec<Child>);
 
 impl Drop for Killed {
     fn drop(&mut self) {

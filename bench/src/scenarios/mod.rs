@@ -6,11 +6,13 @@
 //! | [`loops`] | the hand-written loop (`ceiling`), its Go twin (`gopeer`), apalis-nats |
 //! | [`fleet`] | fleet nodes plus `fleet submit`, on one server or a 3-server cluster; an idle node |
 //! | [`hosts`] | the same with every process on a host of its own (network namespaces) |
+//! | [`bands`] | priority bands behind a low flood; a rate limit |
 //! | [`inputs`] | the payload files fed to `fleet submit` |
 //!
 //! and here: what a run measured ([`Run`]), the binaries ([`Bins`]), and the
 //! `nats` CLI's own bench.
 
+mod bands;
 mod fleet;
 mod hosts;
 mod inputs;
@@ -26,6 +28,9 @@ use serde::Serialize;
 
 use crate::measure::{run_measured, tail};
 
+pub use self::bands::{
+    most_starts_within, percentile, priorities, rate_limit, steady_rate, BandWaits,
+};
 pub use self::fleet::{cluster, fleet, idle_rss, node_host, FleetRun};
 pub use self::hosts::{host_names, hosts, hosts_order, hosts_unavailable, why_no_namespaces};
 pub use self::inputs::{echo_line, hex_64k_line, lines_file};
@@ -116,6 +121,12 @@ pub struct Run {
     pub js_pub_async: Option<f64>,
     /// `nats bench js consume`, msgs/s.
     pub js_consume: Option<f64>,
+    /// Queue waits by priority band behind a low flood.
+    pub bands: Option<BandWaits>,
+    /// Starts per second under a rate limit, first start to last.
+    pub starts_per_s: Option<f64>,
+    /// Most starts within any one second under a rate limit.
+    pub most_starts_1s: Option<f64>,
 }
 
 impl Run {
