@@ -431,3 +431,40 @@ fn nodes_read_limits_and_take_permits_under_least_privilege() {
         from_fleet.join("\n")
     );
 }
+
+/// A task held back by a limit and then cancelled ends at once as `499
+/// cancelled`, without waiting for its turn (the task ahead of it holds
+/// the only permit for 4 s more).
+#[test]
+fn a_held_task_that_is_cancelled_ends_without_its_turn() {
+    let server = NatsServer::start();
+    setup(&server, &["sleep", "--concurrency", "1"]);
+    let _nodes = nodes(&server, 1, "4");
+    let (mut first, first_out) = submit_in_background(&server, "first", &[], "4s\n");
+    eventually(Duration::from_secs(10), "the first task running", || {
+        let out = nats(&server, &["kv", "ls", "fleet-permits"]);
+        text(&out.stdout).contains("c.0.sleep").then_some(())
+    });
+    let (mut held, held_out) = submit_in_background(&server, "held", &[], "4s\n");
+    eventually(Duration::from_secs(10), "the second task held", || {
+        let out = nats(&server, &["consumer", "info", "TASKS", "workers", "--json"]);
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (info["num_ack_pending"].as_u64()? == 2).then_some(())
+    });
+    let cancelled_at = Instant::now();
+    let out = fleet(&server, &["cancel", "held.1"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Exit 1: its one task failed (499).
+    assert_eq!(held.0.wait().unwrap().code(), Some(1));
+    let ended_in = cancelled_at.elapsed();
+    assert!(
+        first.0.try_wait().unwrap().is_none(),
+        "the first task ended before the cancelled one: it waited for its turn"
+    );
+    eprintln!("held and cancelled: its result {ended_in:?} after the cancel");
+    let line = &json_lines(&std::fs::read(&held_out).unwrap())[0];
+    assert_eq!(line["code"], 499, "{line}");
+    assert!(first.0.wait().unwrap().success());
+    let first = json_lines(&std::fs::read(&first_out).unwrap());
+    assert_eq!(first[0]["status"], "ok", "{}", first[0]);
+}

@@ -253,16 +253,17 @@ pub enum RateStep {
 }
 
 /// Evenly spaced starts: one every [`Rate::interval`], never ahead of time.
-/// A start a little late (less than an interval: the node woke late) keeps
-/// the schedule, so lateness does not add up to a lower rate; one later
-/// than that starts a new schedule, so no burst is saved up. In any window
-/// of one period at most R + 1 start: each start is in its own slot of the
-/// schedule, at most an interval after it.
+/// A start a little late (under a quarter of an interval: the node woke a
+/// few milliseconds after the time) keeps the schedule, so small delays do
+/// not add up to a lower rate; a later one starts a new schedule from now,
+/// so no burst is saved up. In any window of one period at most R + 1
+/// start, and R + 2 only if the times starts are recorded at vary by more
+/// than three quarters of an interval.
 pub fn rate_step(rate: &Rate, next_ms: Option<u64>, now_ms: u64) -> RateStep {
     let interval = rate.interval().as_millis().max(1) as u64;
     match next_ms {
         Some(next) if next > now_ms => RateStep::Wait { until_ms: next },
-        Some(next) if now_ms - next < interval => RateStep::Take {
+        Some(next) if (now_ms - next) * 4 < interval => RateStep::Take {
             next_ms: next + interval,
         },
         _ => RateStep::Take {
@@ -377,10 +378,15 @@ mod tests {
             rate_step(&r, Some(1100), 9000),
             RateStep::Take { next_ms: 9100 }
         );
-        // A little late (woken 30 ms after its time): the schedule holds.
+        // A little late (woken 20 ms after its time): the schedule holds;
+        // later than a quarter interval: a new schedule from now.
         assert_eq!(
-            rate_step(&r, Some(1100), 1130),
+            rate_step(&r, Some(1100), 1120),
             RateStep::Take { next_ms: 1200 }
+        );
+        assert_eq!(
+            rate_step(&r, Some(1100), 1125),
+            RateStep::Take { next_ms: 1225 }
         );
         // Starting as fast as allowed, on time: 10 in any second.
         let (mut next, mut starts, mut now) = (None, Vec::new(), 0);
@@ -401,8 +407,8 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(most(&starts), 10);
-        // Woken late by 0-99 ms each time (never an interval): still 30
-        // starts in 3 s, never more than 11 in any second.
+        // Woken late by 0-19 ms each time: still 30 starts in 3 s, never
+        // more than 11 in any second.
         let (mut next, mut starts, mut now, mut late) = (None, Vec::new(), 0, 0u64);
         while now < 3000 {
             match rate_step(&r, next, now) {
@@ -411,7 +417,7 @@ mod tests {
                     next = Some(next_ms);
                 }
                 RateStep::Wait { until_ms } => {
-                    late = (late * 37 + 61) % 100;
+                    late = (late * 37 + 61) % 20;
                     now = until_ms + late;
                 }
             }
