@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use fleet_testkit::secure::{Role, Secure};
+use fleet_testkit::spans::{most_at_once, most_starts_within};
 use fleet_testkit::*;
 
 /// `fleet setup` with a short `ack_wait` (the lease of a permit), then a limit.
@@ -85,37 +86,6 @@ fn spans(lines: &[serde_json::Value]) -> Vec<(SystemTime, SystemTime)> {
         .iter()
         .map(|l| (time(&l["started"]), time(&l["finished"])))
         .collect()
-}
-
-/// Most tasks running at one instant, from their spans.
-fn most_at_once(spans: &[(SystemTime, SystemTime)]) -> usize {
-    let mut events: Vec<(SystemTime, i32)> = Vec::new();
-    for (s, f) in spans {
-        events.push((*s, 1));
-        events.push((*f, -1));
-    }
-    // At the same instant an end comes before a start.
-    events.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, step) in events {
-        now += step;
-        most = most.max(now);
-    }
-    most as usize
-}
-
-/// Most starts within any window of `window` after a start.
-fn most_starts_within(starts: &[SystemTime], window: Duration) -> usize {
-    starts
-        .iter()
-        .map(|t| {
-            starts
-                .iter()
-                .filter(|s| **s >= *t && **s < *t + window)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 /// The check: `--concurrency 3` across three nodes of 8 slots: 30

@@ -388,17 +388,26 @@ mod tests {
             rate_step(&r, Some(1100), 1125),
             RateStep::Take { next_ms: 1225 }
         );
-        // Starting as fast as allowed, on time: 10 in any second.
-        let (mut next, mut starts, mut now) = (None, Vec::new(), 0);
-        while now < 3000 {
-            match rate_step(&r, next, now) {
-                RateStep::Take { next_ms } => {
-                    starts.push(now);
-                    next = Some(next_ms);
+        // Starts as fast as allowed for 3 s, woken `late(n)` ms after the
+        // time the n-th wait names.
+        let run = |late: &dyn Fn(u64) -> u64| {
+            let (mut next, mut starts, mut now, mut n) = (None, Vec::new(), 0, 0);
+            while now < 3000 {
+                match rate_step(&r, next, now) {
+                    RateStep::Take { next_ms } => {
+                        starts.push(now);
+                        next = Some(next_ms);
+                    }
+                    RateStep::Wait { until_ms } => {
+                        n += 1;
+                        now = until_ms + late(n);
+                    }
                 }
-                RateStep::Wait { until_ms } => now = until_ms,
             }
-        }
+            starts
+        };
+        // On time: 10 in any second.
+        let starts = run(&|_| 0);
         let most = |starts: &[u64]| {
             starts
                 .iter()
@@ -409,19 +418,7 @@ mod tests {
         assert_eq!(most(&starts), 10);
         // Woken late by 0-19 ms each time: still 30 starts in 3 s, never
         // more than 11 in any second.
-        let (mut next, mut starts, mut now, mut late) = (None, Vec::new(), 0, 0u64);
-        while now < 3000 {
-            match rate_step(&r, next, now) {
-                RateStep::Take { next_ms } => {
-                    starts.push(now);
-                    next = Some(next_ms);
-                }
-                RateStep::Wait { until_ms } => {
-                    late = (late * 37 + 61) % 20;
-                    now = until_ms + late;
-                }
-            }
-        }
+        let starts = run(&|n| (n * 37 + 61) % 20);
         assert!(most(&starts) <= 11, "{starts:?}");
         assert!(starts.len() >= 29, "{} starts in 3 s at 10/s", starts.len());
         assert_eq!(rate_ttl(&r), Duration::from_secs(2));

@@ -14,6 +14,7 @@
 //! | [`process`] | `fleet node` and `fleet submit` processes |
 //! | [`os`] | signals, with the real `kill` |
 //! | [`streams`] | what a stream holds, read with an ordered consumer |
+//! | [`spans`] | when tasks ran: most at once, most starts in a window |
 //! | [`checker`] | classifies every task from what `RESULTS` committed |
 //! | [`secure`] | the shipped least-privilege config and its roles |
 //! | [`rng`] | a seeded random source whose seed is printed, to replay a run |
@@ -33,6 +34,7 @@ pub mod process;
 pub mod rng;
 pub mod secure;
 pub mod server;
+pub mod spans;
 pub mod streams;
 pub mod toxiproxy;
 

@@ -2,6 +2,7 @@
 //! keeps finishing, a band alone gets every slot, and status shows bands.
 
 use super::*;
+use fleet_testkit::spans::most_at_once;
 
 fn started_node(server: &NatsServer, name: &str, concurrency: &str) -> NodeProc {
     let args = ["--create", "--dev-builtins", "--concurrency", concurrency];
@@ -17,20 +18,6 @@ fn spans(out: &Path) -> Vec<(SystemTime, SystemTime)> {
         .filter(|l| l["started"].is_string())
         .map(|l| (rfc3339(&l["started"]), rfc3339(&l["finished"])))
         .collect()
-}
-
-/// The most tasks running at one moment.
-fn most_at_once(spans: &[(SystemTime, SystemTime)]) -> usize {
-    let mut events: Vec<(SystemTime, i32)> =
-        spans.iter().flat_map(|&(s, f)| [(s, 1), (f, -1)]).collect();
-    // Ends before starts at the same instant.
-    events.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, step) in events {
-        now += step;
-        most = most.max(now);
-    }
-    most as usize
 }
 
 /// The starvation test: 5,000 `low` `sleep 20ms` tasks running on
