@@ -108,6 +108,11 @@ impl Ctx<'_> {
         median(self.runs.get(name)?.iter().filter_map(key).collect())
     }
 
+    /// The largest of `key` over `name`'s rounds.
+    fn most(&self, name: &str, key: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
+        self.runs.get(name)?.iter().filter_map(key).reduce(f64::max)
+    }
+
     /// The median steady rate of scenario `name`.
     fn rate(&self, name: &str) -> Option<f64> {
         self.median(name, |r| Some(r.rate()))
@@ -277,8 +282,14 @@ fn peer_rows(x: &Ctx<'_>, r: &mut Vec<Row>) {
         Some("loop plain"),
         None,
         format!(
-            "{} jobs pushed with no window, rate from the worker's job ends; keeps no results",
-            x.c.tput
+            "{} jobs pushed with no window, rate from the worker's job ends; keeps no results{}",
+            x.c.tput,
+            match x.most("apalis_echo", |r| r.lost) {
+                Some(lost) if lost > 0.0 => format!(
+                    "; up to {lost:.0} jobs never arrived in a round (publishes not confirmed)"
+                ),
+                _ => String::new(),
+            }
         ) + &x.per_round("apalis_echo", "ceiling_plain_w256"),
     ));
     r.push(row(

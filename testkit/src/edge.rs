@@ -277,19 +277,25 @@ mod tests {
     #[test]
     fn the_shipped_site_never_lets_its_queue_or_results_cross() {
         let site = super::shipped("deploy/edge/site.conf");
+        // The list from its key to its closing bracket (it may wrap).
         let deny = |key: &str| {
-            site.lines()
-                .find(|l| l.trim_start().starts_with(key))
-                .unwrap_or_else(|| panic!("site.conf has no {key}"))
-                .to_string()
+            let at = site
+                .find(key)
+                .unwrap_or_else(|| panic!("site.conf has no {key}"));
+            let list = &site[at..];
+            list[..=list.find(']').expect("a closed list")].to_string()
         };
         let (imports, exports) = (deny("deny_imports:"), deny("deny_exports:"));
         for subject in [
             "tasks.>",
+            "tasks-high.>",
+            "tasks-low.>",
             "results.>",
             "dead.>",
             "$KV.>",
             "$JS.ACK.TASKS.workers.>",
+            "$JS.ACK.TASKS.workers-high.>",
+            "$JS.ACK.TASKS.workers-low.>",
         ] {
             let quoted = format!("\"{subject}\"");
             assert!(imports.contains(&quoted), "{subject} comes in: {imports}");

@@ -199,7 +199,12 @@ pub fn apalis(bins: &Bins, tasks: usize) -> anyhow::Result<Run> {
         );
     }
     let summary = Summary::read(&report, "apalis-peer worker")?;
+    let lost = summary.expected.map(|e| (e - summary.tasks).max(0.0));
+    if lost.is_some_and(|l| l > 0.0) {
+        eprintln!("apalis-nats: {lost:?} of {tasks} pushed jobs never arrived");
+    }
     Ok(Run {
+        lost,
         worker_cpu_s: Some(done.cpu),
         server_cpu_s: Some(server_cpu),
         submit_cpu_s: Some(pushed.cpu),

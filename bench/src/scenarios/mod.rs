@@ -127,6 +127,9 @@ pub struct Run {
     pub starts_per_s: Option<f64>,
     /// Most starts within any one second under a rate limit.
     pub most_starts_1s: Option<f64>,
+    /// Jobs pushed that never arrived (apalis-nats does not confirm its
+    /// publishes); its rate is over the ones that did.
+    pub lost: Option<f64>,
 }
 
 impl Run {
@@ -162,6 +165,9 @@ struct Summary {
     ok: Option<f64>,
     #[serde(default)]
     duplicates: f64,
+    /// What a peer expected to run, when it may run fewer.
+    #[serde(default)]
+    expected: Option<f64>,
 }
 
 impl Summary {

@@ -11,8 +11,11 @@
 //! * `apalis-peer worker --expect N` recreates the queue's stream, creates
 //!   its durable consumer, prints `apalis worker ready` on standard error,
 //!   runs one apalis worker on it, and after N jobs prints one JSON line:
-//!   tasks, seconds, tasks_per_s, steady_tasks_per_s (the rate between the
-//!   10%-th and the 90%-th job done), then stops the worker and exits 0.
+//!   tasks, expected, seconds, tasks_per_s, steady_tasks_per_s (the rate
+//!   between the 10%-th and the 90%-th job done), then stops the worker and
+//!   exits 0. If no job is done for 10 s (some pushed jobs never came: the
+//!   sink does not wait for PubAcks), it prints the same line for the jobs
+//!   that came, tasks < expected, and exits 0.
 //! * `apalis-peer push -n N --size S` pushes N echo jobs (a string of S
 //!   bytes each) with apalis's `TaskSink::push`, one after the other, and
 //!   exits. apalis-nats's sink does not wait for the PubAck of a job (it
@@ -102,13 +105,17 @@ async fn echo(
     let mut done_at = progress.done_at.lock().expect("poisoned");
     done_at.push(Instant::now());
     if done_at.len() == progress.expect {
-        report(progress.first_start.get().copied(), &done_at);
+        report(
+            progress.first_start.get().copied(),
+            &done_at,
+            progress.expect,
+        );
         wrk.stop()?;
     }
     Ok(result)
 }
 
-fn report(first_start: Option<Instant>, done_at: &[Instant]) {
+fn report(first_start: Option<Instant>, done_at: &[Instant], expect: usize) {
     let n = done_at.len();
     let start = first_start.unwrap_or(done_at[0]);
     let seconds = done_at[n - 1].duration_since(start).as_secs_f64();
@@ -121,11 +128,30 @@ fn report(first_start: Option<Instant>, done_at: &[Instant]) {
     };
     let summary = serde_json::json!({
         "tasks": n,
+        "expected": expect,
         "seconds": seconds,
         "tasks_per_s": n as f64 / seconds,
         "steady_tasks_per_s": steady,
     });
     println!("{summary}");
+}
+
+/// How long without a job done (or, before the first, 6 times as long)
+/// counts as the rest never coming.
+const STALL: Duration = Duration::from_secs(10);
+
+/// Returns once no job was done for [`STALL`].
+async fn stalled(progress: Arc<Progress>) {
+    let began = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let last = progress.done_at.lock().expect("poisoned").last().copied();
+        match last {
+            Some(last) if last.elapsed() >= STALL => return,
+            None if began.elapsed() >= STALL * 6 => return,
+            _ => {}
+        }
+    }
 }
 
 async fn worker(client: async_nats::Client, expect: usize) -> AnyResult<()> {
@@ -143,12 +169,25 @@ async fn worker(client: async_nats::Client, expect: usize) -> AnyResult<()> {
         first_start: OnceLock::new(),
         done_at: Mutex::new(Vec::with_capacity(expect)),
     });
+    let watch = progress.clone();
     let worker = WorkerBuilder::new("apalis-peer")
         .backend(backend(client.clone()))
         .data(progress)
         .build(echo);
     eprintln!("apalis worker ready (queue {QUEUE}, expect {expect})");
-    worker.run().await?;
+    tokio::select! {
+        run = worker.run() => run?,
+        () = stalled(watch.clone()) => {
+            // Jobs pushed and never delivered (apalis-nats does not wait
+            // for a job's PubAck): report the ones that came, and say so.
+            let done_at = watch.done_at.lock().expect("poisoned");
+            eprintln!("apalis-peer: {} of {expect} jobs arrived, then none for {STALL:?}", done_at.len());
+            if done_at.is_empty() {
+                return Err("no job arrived".into());
+            }
+            report(watch.first_start.get().copied(), &done_at, expect);
+        }
+    }
     // The acks of the last jobs are only queued on the connection when the
     // worker stops: send them before the process exits.
     tokio::time::timeout(Duration::from_secs(30), client.flush()).await??;
