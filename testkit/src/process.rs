@@ -38,9 +38,22 @@ impl NodeProc {
     /// Starts a node against `urls` (comma-separated) with its log in `dir`
     /// and extra environment; does not wait for it to be ready.
     pub fn start(urls: &str, dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_as(Command::new(fleet_bin()), urls, dir, name, args, env)
+    }
+
+    /// [`NodeProc::start`] with `command` as the `fleet` to run (one run
+    /// in a network namespace, say); not waited for.
+    pub fn start_as(
+        mut command: Command,
+        urls: &str,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("the node's log file");
-        let child = Command::new(fleet_bin())
+        let child = command
             .args(["--nats-url", urls, "node", "--name", name])
             .args(args)
             .env("RUST_LOG", "info,async_nats=warn")

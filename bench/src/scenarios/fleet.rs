@@ -287,11 +287,7 @@ pub fn fleet(bins: &Bins, run: &FleetRun<'_>) -> anyhow::Result<Run> {
     }
     let mut nodes = start_nodes(bins, &conn, run, d)?;
     let server_pid = server.pid().context("the server runs")?;
-    let server0 = cpu_seconds(server_pid);
-    let submitted = submit(bins, &conn, run, d);
-    let server_cpu = cpu_seconds(server_pid) - server0;
-    let (node_cpu, node_rss) = stop_nodes(&mut nodes)?;
-    let (finished, summary) = submitted?;
+    let measured = submit_measured(bins, &conn, run, d, server_pid, &mut nodes)?;
     let violations = server.violations();
     if !violations.is_empty() {
         bail!(
@@ -300,6 +296,25 @@ pub fn fleet(bins: &Bins, run: &FleetRun<'_>) -> anyhow::Result<Run> {
             violations[0]
         );
     }
+    Ok(measured)
+}
+
+/// Submits the batch to running `nodes`, then stops them: the run's
+/// figures with what the server (`server_pid`), the nodes and the
+/// submitter cost.
+pub(super) fn submit_measured(
+    bins: &Bins,
+    conn: &Conn,
+    run: &FleetRun<'_>,
+    d: &Path,
+    server_pid: u32,
+    nodes: &mut [Child],
+) -> anyhow::Result<Run> {
+    let server0 = cpu_seconds(server_pid);
+    let submitted = submit(bins, conn, run, d);
+    let server_cpu = cpu_seconds(server_pid) - server0;
+    let (node_cpu, node_rss) = stop_nodes(nodes)?;
+    let (finished, summary) = submitted?;
     Ok(Run {
         node_cpu_s: Some(node_cpu),
         server_cpu_s: Some(server_cpu),

@@ -18,9 +18,9 @@ use anyhow::{anyhow, Context as _};
 use fleet_testkit::netns::{Host, Net};
 use fleet_testkit::{root, tool};
 
-use super::fleet::{setup, start_nodes, stop_nodes, submit, Conn, Placement};
+use super::fleet::{setup, start_nodes, submit_measured, Conn, Placement};
 use super::{Bins, FleetRun, Run};
-use crate::measure::{cpu_seconds, spawn_logged, tail, wait_for_log};
+use crate::measure::{spawn_logged, tail, wait_for_log};
 
 /// Why network namespaces cannot be made here, from the effective uid
 /// (`None`: unknown) and whether `ip` ran (`Err`: what running it said);
@@ -149,22 +149,11 @@ pub fn hosts(bins: &Bins, run: &FleetRun<'_>, node_hosts: usize) -> anyhow::Resu
     setup(bins, &conn, &[])?;
     let mut nodes = Killed(start_nodes(bins, &conn, run, d)?);
     let server_pid = server.0[0].id();
-    let server0 = cpu_seconds(server_pid);
-    let submitted = submit(bins, &conn, run, d);
-    let server_cpu = cpu_seconds(server_pid) - server0;
-    let (node_cpu, node_rss) = stop_nodes(&mut nodes.0)?;
-    let (finished, summary) = submitted?;
+    let measured = submit_measured(bins, &conn, run, d, server_pid, &mut nodes.0);
     drop(nodes);
     drop(server);
     drop(net);
-    Ok(Run {
-        node_cpu_s: Some(node_cpu),
-        server_cpu_s: Some(server_cpu),
-        submit_cpu_s: Some(finished.cpu),
-        node_rss_mib: Some(node_rss),
-        submit_rss_mib: Some(finished.rss_mib),
-        ..summary.run()
-    })
+    measured
 }
 
 #[cfg(test)]

@@ -260,23 +260,7 @@ pub fn node_with_env(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> NodeProc {
-    let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).expect("the node's log file");
-    let child = host
-        .command(fleet_bin())
-        .args(["--nats-url", urls, "node", "--name", name])
-        .args(args)
-        .env("RUST_LOG", "info,async_nats=warn")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("starting fleet node in its namespace");
-    NodeProc {
-        name: name.to_string(),
-        child,
-        log,
-    }
+    NodeProc::start_as(host.command(fleet_bin()), urls, dir, name, args, env)
 }
 
 /// A `fleet submit` on `host` against `urls` in the background: standard
