@@ -33,6 +33,8 @@ pub struct DeadTask {
     pub tenant: Option<String>,
     /// The task's id.
     pub id: String,
+    /// The band it ran in (`high`, `normal`, `low`), where a replay goes.
+    pub priority: String,
     /// Attempts made.
     pub attempts: u32,
     /// The last error's code.
@@ -140,6 +142,9 @@ fn read(seq: u64, subject: &str, headers: HeaderMap, payload: Bytes) -> DeadTask
             .to_string(),
         tenant: tenant.map(str::to_string),
         id: get(header::TASK_ID),
+        priority: headers
+            .get(header::TASK_PRIORITY)
+            .map_or_else(|| Priority::Normal.to_string(), |v| v.as_str().to_string()),
         attempts: get(header::TASK_ATTEMPT).parse().unwrap_or(0),
         code: get(header::SERVICE_ERROR_CODE).parse().unwrap_or(0),
         error: get(header::SERVICE_ERROR),

@@ -158,7 +158,8 @@ impl Envelope {
         }
         self.control.read(headers)?;
         if let Some(priority) = headers.get(header::TASK_PRIORITY) {
-            // Only checked: the subject decides the band (see `priority`).
+            // Only checked here: the subject decides the band, and a normal task
+            // asking for another was moved there before it got here.
             priority
                 .as_str()
                 .parse::<Priority>()

@@ -9,10 +9,10 @@
 //! | `normal` | `tasks.<kind>`      | `tenant.<t>.tasks.<kind>`          | `due.<kind>`         | `g`                  |
 //! | `low`    | `tasks-low.<kind>`  | `tenant.<t>.tasks-low.<kind>`      | `due-low.<kind>`     | `g-low`              |
 //!
-//! The header `Task-Priority` only records the band: the subject decides.
-//! A task on `tasks.echo` with `Task-Priority: high` runs in the normal
-//! band (a node cannot move a task it was given), and a value that is not
-//! a band is refused (400), like any malformed header.
+//! The subject decides. A task on `tasks.echo` with `Task-Priority: high`
+//! or `low` is moved to its band by the node that takes it (see the node's
+//! `moves`); a value that is not a band is refused (400), like any
+//! malformed header.
 
 use std::fmt;
 use std::str::FromStr;

@@ -19,6 +19,7 @@ pub(crate) mod decide;
 mod gate;
 mod kind_metrics;
 mod lifecycle;
+mod moves;
 mod observe;
 mod paused;
 mod process;
@@ -68,6 +69,8 @@ struct Shared {
     finishing: Arc<Semaphore>,
     /// Limits per kind and key (`fleet limit`): held tasks and permits.
     gate: gate::Gate,
+    /// Moves a normal task with `Task-Priority: high|low` to its band.
+    mover: moves::Mover,
 }
 
 /// A worker process's runtime: bind the group's consumer, run tasks, drain.
@@ -169,6 +172,7 @@ impl Node {
             marks,
             finishing: Arc::new(Semaphore::new(finishing_limit(config.concurrency))),
             gate,
+            mover: moves::Mover::default(),
             config,
         });
         let config = &shared.config;
@@ -355,8 +359,25 @@ async fn run_loop(
     }
 }
 
-/// Starts one delivered task in its own tokio task, holding one slot.
+/// Starts one delivered task in its own tokio task, holding one slot; a
+/// normal one that asks for another band moves there first ([`moves`]).
 async fn start(shared: &Arc<Shared>, msg: jetstream::Message, slots: &Slots) {
+    if shared.config.edge.domain.is_none() {
+        if let Some(band) = moves::wanted(&msg.subject, msg.headers.as_ref()) {
+            let (shared, slots) = (shared.clone(), slots.clone());
+            tokio::spawn(Box::pin(async move {
+                if let Some(msg) = moves::move_to(&shared.js, &shared.mover, msg, band).await {
+                    admit(&shared, msg, &slots).await;
+                }
+            }));
+            return;
+        }
+    }
+    admit(shared, msg, slots).await;
+}
+
+/// Starts one delivered task where it is.
+async fn admit(shared: &Arc<Shared>, msg: jetstream::Message, slots: &Slots) {
     // Limited kinds (and what finds no slot: a probe of a band with no work
     // seen, see [`bands`]) wait in the gate, not a slot.
     let msg = match shared.gate.pass(msg, slots.free.available_permits() > 0) {

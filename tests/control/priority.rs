@@ -214,3 +214,57 @@ fn status_shows_the_bands() {
     );
     assert!(kept.contains("Nats-Service-Error-Code: 400"), "{kept}");
 }
+
+/// `Task-Priority` on a normal subject (`nats req tasks.fail x -H
+/// Task-Priority:high`): the node moves the task to that band before it
+/// runs it, with its id (a task without `Task-Id` is known by the `TASKS`
+/// sequence it was first stored at). The dead letters say the band each
+/// ran in, and each ran once.
+#[test]
+fn the_priority_header_moves_a_normal_task_to_its_band() {
+    let server = NatsServer::start();
+    fleet_ok(&server, &["setup"], 0);
+    let out = nats(
+        &server,
+        &["req", "tasks.fail", "a", "-H", "Task-Priority:high"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ack: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    let first_seq = ack["seq"].as_u64().unwrap().to_string();
+    for args in [
+        ["pub", "tasks.fail", "b", "-H", "Task-Priority:low", "-H", "Task-Id:b"],
+        ["pub", "tasks.fail", "c", "-H", "Task-Priority:normal", "-H", "Task-Id:c"],
+    ] {
+        let out = nats(&server, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let g = group(&server, "workers");
+    assert_eq!(g["bands"][1]["pending"], 3, "all stored as normal: {g}");
+
+    let _node = node(&server, &["--max-deliver", "1"], &[]);
+    let dead = eventually(Duration::from_secs(15), "three dead letters", || {
+        let lines = fleet_ok(&server, &["dead", "list", "--json"], 0);
+        (lines.len() == 3).then_some(lines)
+    });
+    let mut ran: Vec<(String, String, u64)> = dead
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap().to_string(),
+                d["priority"].as_str().unwrap().to_string(),
+                d["attempts"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    ran.sort();
+    let mut expected = vec![
+        (first_seq, "high".to_string(), 1),
+        ("b".into(), "low".into(), 1),
+        ("c".into(), "normal".into(), 1),
+    ];
+    expected.sort();
+    assert_eq!(ran, expected);
+    let g = group(&server, "workers");
+    assert_eq!(g["pending"], 0, "nothing left behind: {g}");
+}
