@@ -116,7 +116,12 @@ pub(super) async fn move_to(
     };
     let at = (info.stream_sequence, info.published.unix_timestamp_nanos());
     let empty = HeaderMap::new();
-    let (to, headers) = copy(&msg.subject, msg.headers.as_ref().unwrap_or(&empty), band, at);
+    let (to, headers) = copy(
+        &msg.subject,
+        msg.headers.as_ref().unwrap_or(&empty),
+        band,
+        at,
+    );
     let publish = async {
         js.publish_with_headers(to.clone(), headers, msg.payload.clone())
             .await?
@@ -189,12 +194,7 @@ mod tests {
             ("Nats-Expected-Last-Subject-Sequence", "0"),
             ("Nats-TTL", "1h"),
         ]);
-        let (to, h) = copy(
-            "tenant.bob.tasks.echo",
-            &original,
-            Priority::High,
-            (42, 7),
-        );
+        let (to, h) = copy("tenant.bob.tasks.echo", &original, Priority::High, (42, 7));
         assert_eq!(to, "tenant.bob.tasks-high.echo");
         assert_eq!(h.get("Task-Id").map(|v| v.as_str()), Some("42"));
         assert_eq!(h.get("Nats-Msg-Id").map(|v| v.as_str()), Some("move-42-7"));

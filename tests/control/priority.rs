@@ -233,8 +233,24 @@ fn the_priority_header_moves_a_normal_task_to_its_band() {
         .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
     let first_seq = ack["seq"].as_u64().unwrap().to_string();
     for args in [
-        ["pub", "tasks.fail", "b", "-H", "Task-Priority:low", "-H", "Task-Id:b"],
-        ["pub", "tasks.fail", "c", "-H", "Task-Priority:normal", "-H", "Task-Id:c"],
+        [
+            "pub",
+            "tasks.fail",
+            "b",
+            "-H",
+            "Task-Priority:low",
+            "-H",
+            "Task-Id:b",
+        ],
+        [
+            "pub",
+            "tasks.fail",
+            "c",
+            "-H",
+            "Task-Priority:normal",
+            "-H",
+            "Task-Id:c",
+        ],
     ] {
         let out = nats(&server, &args);
         assert!(out.status.success(), "{}", text(&out.stderr));

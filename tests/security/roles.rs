@@ -4,7 +4,8 @@ use super::*;
 
 /// The node role binds in well under 2 s, and a whole working day of the
 /// fleet (kept and ephemeral batches of two tenants, a retried failure, a
-/// dead letter, status as reader, dead letters as admin) leaves not one
+/// dead letter, a tenant's task moved to its band, status as reader,
+/// dead letters as admin) leaves not one
 /// permission violation in the server's log.
 #[test]
 fn every_role_works_with_no_permission_violation() {
@@ -48,10 +49,37 @@ fn every_role_works_with_no_permission_violation() {
     let failed = s.fleet(Role::Alice, &["submit", "fail", "x", "--json"], b"");
     assert_eq!(failed.status.code(), Some(1));
     assert_eq!(json_lines(&failed.stdout)[0]["attempt"], 2);
+    // A tenant's task on the normal subject asking for the low band: the
+    // node moves it into alice's low band (its right to publish there).
+    let moved = s.nats(
+        Role::Alice,
+        &[
+            "req",
+            "tasks.fail",
+            "y",
+            "-H",
+            "Task-Priority:low",
+            "-H",
+            "Task-Id:moved",
+        ],
+    );
+    assert!(moved.status.success(), "{}", text(&moved.stderr));
     let status = s.fleet(Role::Reader, &["status", "--json"], b"");
     assert!(status.status.success(), "{}", text(&status.stderr));
-    let dead = s.fleet(Role::Admin, &["dead", "list", "--json"], b"");
-    assert_eq!(json_lines(&dead.stdout).len(), 1, "{}", text(&dead.stderr));
+    let dead = eventually(Duration::from_secs(10), "two dead letters", || {
+        let dead = s.fleet(Role::Admin, &["dead", "list", "--json"], b"");
+        let lines = json_lines(&dead.stdout);
+        (lines.len() == 2).then_some(lines)
+    });
+    let moved = dead
+        .iter()
+        .find(|d| d["id"] == "moved")
+        .expect("the moved task's letter");
+    assert_eq!(
+        (&moved["tenant"], &moved["priority"]),
+        (&"alice".into(), &"low".into()),
+        "{moved}"
+    );
     let again = s.fleet(
         Role::Alice,
         &[
