@@ -5,8 +5,8 @@ use super::*;
 /// The node role binds in well under 2 s, and a whole working day of the
 /// fleet (kept and ephemeral batches of two tenants, a retried failure, a
 /// dead letter, a tenant's task moved to its band, status as reader,
-/// dead letters as admin) leaves not one
-/// permission violation in the server's log.
+/// dead letters as admin) leaves not one permission violation in the
+/// server's log.
 #[test]
 fn every_role_works_with_no_permission_violation() {
     let s = Secure::start();
