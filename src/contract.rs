@@ -113,7 +113,8 @@ pub mod header {
     /// least); it becomes the result's `Nats-TTL`.
     pub const RESULT_TTL: &str = "Result-TTL";
     /// On tasks: the priority band (`high`, `normal`, `low`). The subject
-    /// decides the band (`tasks-high.<kind>`); this header only records it.
+    /// decides the band (`tasks-high.<kind>`); a task on a normal subject
+    /// asking for another band is moved there by the node that takes it.
     pub const TASK_PRIORITY: &str = "Task-Priority";
     /// On tasks: a key no other queued or running task of the kind holds.
     pub const TASK_UNIQUE: &str = "Task-Unique";
