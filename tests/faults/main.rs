@@ -81,6 +81,17 @@ impl Scenario {
         spawn_submit_at(&self.secure.server.url(), &args, &self.input, &self.out)
     }
 
+    /// Waits until the submitter has printed `n` results: connected and
+    /// submitting (a fixed wait was sometimes before it had connected on a
+    /// busy machine, and a server stopped then fails its connect).
+    fn wait_printed(&self, n: usize) {
+        eventually(Duration::from_secs(30), "the first results printed", || {
+            let out = std::fs::read(&self.out).unwrap_or_default();
+            let printed = out.iter().filter(|b| **b == b'\n').count();
+            (printed >= n).then_some(())
+        });
+    }
+
     fn submit_err(&self) -> String {
         std::fs::read_to_string(self.out.with_extension("err")).unwrap_or_default()
     }

@@ -11,6 +11,7 @@ fn mixed_faults_twenty_thousand_tasks() {
     let mut s = Scenario::new(4, &args, "mixed", &"50ms\n".repeat(20_000));
     let started = Instant::now();
     let mut submit = s.submit("sleep", &["--window", "256"]);
+    s.wait_printed(1);
     let mut rng = fleet_testkit::rng::XorShift::from_env();
     let mut plan = vec![
         "SIGKILL node",

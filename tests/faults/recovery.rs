@@ -90,11 +90,7 @@ fn submitter_killed_and_rerun() {
     let mut first = s.submit("sleep", &["--window", "64"]);
     // Killed once it has printed some results (not after a fixed time: on a
     // busy machine 700 ms was sometimes before the first).
-    eventually(Duration::from_secs(30), "the first results printed", || {
-        let out = std::fs::read(&s.out).unwrap_or_default();
-        let printed = out.iter().filter(|b| **b == b'\n').count();
-        (printed >= 50).then_some(())
-    });
+    s.wait_printed(50);
     assert_running(&mut first);
     signal(&first, "KILL");
     let _ = first.wait();

@@ -13,7 +13,7 @@ fn sigkill_of_a_node() {
         &"10ms\n".repeat(4000),
     );
     let mut submit = s.submit("sleep", &[]);
-    std::thread::sleep(Duration::from_millis(500));
+    s.wait_printed(1);
     assert_running(&mut submit);
     s.nodes[1].signal("KILL");
     wait_ok(&mut submit, &s);
@@ -80,7 +80,7 @@ fn server_restart_mid_batch() {
         &"10ms\n".repeat(8000),
     );
     let mut submit = s.submit("sleep", &["--window", "128"]);
-    std::thread::sleep(Duration::from_millis(500));
+    s.wait_printed(1);
     assert_running(&mut submit);
     s.secure.server.stop();
     std::thread::sleep(Duration::from_millis(800));
