@@ -198,6 +198,11 @@ pub(crate) struct SetupArgs {
     pub(crate) streams: StreamArgs,
     #[command(flatten)]
     pub(crate) group: GroupArgs,
+    /// Make room for this tenant's delayed tasks and schedules (its stream
+    /// SCHEDULES_<tenant>, sourced by TASKS); repeatable. Tenants set up
+    /// before are kept.
+    #[arg(long = "tenant", value_name = "TENANT")]
+    pub(crate) tenants: Vec<String>,
     /// Print what was done as JSON.
     #[arg(long)]
     pub(crate) json: bool,

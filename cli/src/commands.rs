@@ -32,9 +32,13 @@ pub(crate) async fn run(
     let js = async_nats::jetstream::new(client.clone());
     match cli.command {
         Command::Setup(args) => {
+            let settings = StreamSettings {
+                tenants: args.tenants.clone(),
+                ..stream_settings(&args.streams)
+            };
             let applied = setup::apply(
                 &js,
-                &stream_settings(&args.streams),
+                &settings,
                 &[group_settings(&args.group)],
             )
             .await?;
@@ -258,6 +262,7 @@ fn stream_settings(args: &StreamArgs) -> StreamSettings {
         results_max_bytes: args.results_max_bytes,
         dead_max_age: args.dead_max_age.into(),
         dead_max_bytes: args.dead_max_bytes,
+        ..Default::default()
     }
 }
 
