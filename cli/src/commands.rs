@@ -36,12 +36,7 @@ pub(crate) async fn run(
                 tenants: args.tenants.clone(),
                 ..stream_settings(&args.streams)
             };
-            let applied = setup::apply(
-                &js,
-                &settings,
-                &[group_settings(&args.group)],
-            )
-            .await?;
+            let applied = setup::apply(&js, &settings, &[group_settings(&args.group)]).await?;
             let text = if args.json {
                 serde_json::json!({"created": applied.created, "updated": applied.updated, "unchanged": applied.unchanged}).to_string()
             } else {
