@@ -14,10 +14,12 @@ fn tenants_up() -> (Secure, NodeProc) {
 }
 
 /// What `role` reads of its own kept result `results.<id>` (a direct get
-/// through its import).
+/// through its import): headers and payload.
 fn own_result(s: &Secure, role: Role, id: &str) -> String {
     let subject = format!("$JS.API.DIRECT.GET.RESULTS.results.{id}");
-    text(&s.nats(role, &["req", &subject, ""]).stdout)
+    let out = s.nats(role, &["req", &subject, ""]);
+    // The nats CLI prints the headers on stderr, the payload on stdout.
+    format!("{}{}", text(&out.stderr), text(&out.stdout))
 }
 
 /// A time `secs` from now, to the second, as `@at` takes it.
@@ -301,4 +303,38 @@ fn a_tenants_recurring_schedule_fires_lists_and_goes() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let out = alice(&["schedule", "list", "--json", "--tenant", "alice"]);
     assert!(json_lines(&out.stdout).is_empty(), "{}", text(&out.stdout));
+}
+
+/// alice cannot cancel bob's task: `fleet cancel` as alice is refused, and
+/// so is writing a cancel mark by hand (tenants write no marks yet), and
+/// bob's task runs to its end.
+#[test]
+fn a_tenant_cannot_cancel_another_tenants_task() {
+    let (s, _node) = tenants_up();
+    let out = s.nats(
+        Role::Bob,
+        &["req", "tasks.sleep", "1s", "-H", "Task-Id:short1"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = s.fleet(Role::Alice, &["cancel", "short1", "--tenant", "bob"], b"");
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    for key in ["tenant.bob.task.short1", "task.short1"] {
+        let out = s.nats(
+            Role::Alice,
+            &["req", &format!("$KV.fleet-cancel.{key}"), "x"],
+        );
+        assert!(
+            denied(&out),
+            "alice wrote the mark {key}: {}",
+            text(&out.stdout)
+        );
+    }
+    let bob = eventually(Duration::from_secs(10), "bob's task ended", || {
+        let got = own_result(&s, Role::Bob, "short1");
+        got.contains("Task-Node").then_some(got)
+    });
+    assert!(
+        !bob.contains("Nats-Service-Error"),
+        "alice cancelled bob's task: {bob}"
+    );
 }
