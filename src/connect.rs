@@ -372,8 +372,8 @@ pub async fn connect(config: &ConnectConfig) -> Result<Client, Error> {
 
 /// Checks that this connection's account has JetStream and may use it:
 /// schedules are kept in the fleet account's `SCHEDULES`. A tenant's
-/// connection (an account without JetStream, allowed to publish only
-/// `tasks.>`) is refused here, at once or after two seconds of silence.
+/// connection that did not say so (an account without JetStream) is
+/// refused here, at once or after two seconds of silence.
 ///
 /// # Errors
 /// [`ErrorKind::Usage`] saying so.
@@ -382,7 +382,7 @@ pub(crate) async fn require_jetstream(client: &Client, what: &str) -> Result<(),
         Err(Error::new(
             ErrorKind::Usage,
             format!(
-                "{what} need JetStream in this connection's account ({why}): a tenant's connection cannot schedule tasks in this version; connect as a user of the fleet account"
+                "{what} need JetStream in this connection's account ({why}): on a tenant's connection give --tenant NAME (its schedules are kept in its own stream), or connect as a user of the fleet account"
             ),
         ))
     };

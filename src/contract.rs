@@ -62,6 +62,12 @@ pub const DEAD_STREAM: &str = "DEAD";
 /// Delayed tasks and recurring schedules, held by the server until they
 /// fire into `due.<kind>`; limits retention.
 pub const SCHEDULES_STREAM: &str = "SCHEDULES";
+/// A tenant's schedules are kept in a stream of its own,
+/// `SCHEDULES_<tenant>`, whose subjects are only that tenant's
+/// (`tenant.<t>.sched.>`, `tenant.<t>.due.>`): the server refuses a
+/// `Nats-Schedule-Target` outside the schedule's own stream, so a tenant's
+/// schedule can fire into its own space and nowhere else.
+pub const TENANT_SCHEDULES_PREFIX: &str = "SCHEDULES_";
 /// Key-value bucket of cancel marks, watched by every node: key
 /// `task.<id>` cancels one task, `batch.<name>` every task of a batch.
 pub const CANCEL_BUCKET: &str = "fleet-cancel";
@@ -369,6 +375,11 @@ pub fn delayed_subject(task_id: &str) -> String {
 /// The schedule subject of recurring schedule `name`.
 pub fn cron_subject(name: &str) -> String {
     format!("{SCHEDULE_PREFIX}cron.{name}")
+}
+
+/// The stream holding `tenant`'s schedules ([`TENANT_SCHEDULES_PREFIX`]).
+pub fn tenant_schedules_stream(tenant: &str) -> String {
+    format!("{TENANT_SCHEDULES_PREFIX}{tenant}")
 }
 
 /// The subject a schedule of `kind` fires into; `TASKS` takes it in as

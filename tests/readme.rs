@@ -232,7 +232,8 @@ fn readme_commands_run_as_written() {
     assert!(!secure.is_empty(), "README lost its tenant block");
     for block in &secure {
         let fleet = fleet_testkit::secure::Secure::start();
-        fleet.setup(&[]);
+        // As bin/dev --secure does: room for the tenants' schedules.
+        fleet.setup(&["--tenant", "alice", "--tenant", "bob"]);
         let _node = fleet.node("node1", &["--dev-builtins"]);
         let out = run_block(block, work.path(), &fleet.server.url());
         assert!(out.contains(&sha256_hex(b"hello")), "{out}");

@@ -3,7 +3,9 @@
 //! is collected later with `fleet results`; with no node up it waits for
 //! the first one; a recurring schedule fires once per occurrence across a
 //! nats-server restart, shows in `fleet schedule list`, and stops when
-//! removed; a tenant's connection is refused.
+//! removed; a tenant's connection that does not name its tenant, or whose
+//! tenant has no schedule stream, is told what to do (tenants' schedules:
+//! tests/security/tenant_time.rs).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
@@ -441,18 +443,27 @@ fn a_catch_up_window_expires_stale_runs_and_never_drops_a_started_one() {
     );
 }
 
-/// A tenant's connection cannot schedule: `--delay` and `fleet schedule`
-/// are refused with a clear error (exit 2), nothing is stored.
+/// A tenant's connection that does not name its tenant, or whose tenant
+/// has no schedule stream (`fleet setup` without `--tenant`), is refused
+/// with an error saying what to do (exit 2); nothing is stored.
 #[test]
-fn a_tenant_cannot_schedule() {
+fn a_tenant_is_told_what_it_needs_to_schedule() {
     let fleet = Secure::start();
     fleet.setup(&[]);
     let delayed = fleet.fleet(Role::Alice, &["submit", "echo", "--delay", "1s", "x"], b"");
     assert_eq!(delayed.status.code(), Some(2), "{}", text(&delayed.stderr));
     assert!(
-        text(&delayed.stderr).contains("tenant"),
+        text(&delayed.stderr).contains("--tenant"),
         "{}",
         text(&delayed.stderr)
+    );
+    let args = ["submit", "echo", "--delay", "1s", "--tenant", "alice", "x"];
+    let unset = fleet.fleet(Role::Alice, &args, b"");
+    assert_eq!(unset.status.code(), Some(2), "{}", text(&unset.stderr));
+    assert!(
+        text(&unset.stderr).contains("fleet setup --tenant alice"),
+        "{}",
+        text(&unset.stderr)
     );
     let add = fleet.fleet(
         Role::Alice,

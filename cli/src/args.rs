@@ -198,6 +198,11 @@ pub(crate) struct SetupArgs {
     pub(crate) streams: StreamArgs,
     #[command(flatten)]
     pub(crate) group: GroupArgs,
+    /// Make room for this tenant's delayed tasks and schedules (its stream
+    /// SCHEDULES_<tenant>, sourced by TASKS); repeatable. Tenants set up
+    /// before are kept.
+    #[arg(long = "tenant", value_name = "TENANT")]
+    pub(crate) tenants: Vec<String>,
     /// Print what was done as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -351,6 +356,11 @@ pub(crate) struct SubmitArgs {
     /// scheduled, and exit (collect them later with `fleet results`).
     #[arg(long)]
     pub(crate) no_wait: bool,
+    /// With --delay or --at on a tenant's connection: the tenant's name, as
+    /// the server maps its subjects (tenant.NAME.…); its schedules fire
+    /// into its own space.
+    #[arg(long, env = "FLEET_TENANT")]
+    pub(crate) tenant: Option<String>,
     #[command(flatten)]
     pub(crate) control: crate::control::SubmitControlArgs,
 }

@@ -32,12 +32,11 @@ pub(crate) async fn run(
     let js = async_nats::jetstream::new(client.clone());
     match cli.command {
         Command::Setup(args) => {
-            let applied = setup::apply(
-                &js,
-                &stream_settings(&args.streams),
-                &[group_settings(&args.group)],
-            )
-            .await?;
+            let settings = StreamSettings {
+                tenants: args.tenants.clone(),
+                ..stream_settings(&args.streams)
+            };
+            let applied = setup::apply(&js, &settings, &[group_settings(&args.group)]).await?;
             let text = if args.json {
                 serde_json::json!({"created": applied.created, "updated": applied.updated, "unchanged": applied.unchanged}).to_string()
             } else {
@@ -258,6 +257,7 @@ fn stream_settings(args: &StreamArgs) -> StreamSettings {
         results_max_bytes: args.results_max_bytes,
         dead_max_age: args.dead_max_age.into(),
         dead_max_bytes: args.dead_max_bytes,
+        ..Default::default()
     }
 }
 

@@ -32,6 +32,9 @@ pub(crate) struct ResultsArgs {
     /// Print results as JSON lines (same as --format json).
     #[arg(long)]
     pub(crate) json: bool,
+    /// On a tenant's connection: the tenant's name (see `fleet submit --tenant`).
+    #[arg(long, env = "FLEET_TENANT")]
+    pub(crate) tenant: Option<String>,
 }
 
 /// `fleet schedule`.
@@ -44,11 +47,17 @@ pub(crate) enum ScheduleCommand {
         /// Print one JSON object per schedule and line.
         #[arg(long)]
         json: bool,
+        /// On a tenant's connection: the tenant's name (its own schedules).
+        #[arg(long, env = "FLEET_TENANT")]
+        tenant: Option<String>,
     },
     /// Remove a recurring schedule (a task it already fired still runs).
     Remove {
         /// The schedule's name.
         name: String,
+        /// On a tenant's connection: the tenant's name (its own schedules).
+        #[arg(long, env = "FLEET_TENANT")]
+        tenant: Option<String>,
     },
 }
 
@@ -80,6 +89,10 @@ pub(crate) struct AddArgs {
     /// Task-Timeout of each task, e.g. 30s.
     #[arg(long)]
     pub(crate) task_timeout: Option<String>,
+    /// On a tenant's connection: the tenant's name, as the server maps its
+    /// subjects (tenant.NAME.…); the schedule fires into its own space.
+    #[arg(long, env = "FLEET_TENANT")]
+    pub(crate) tenant: Option<String>,
 }
 
 /// `fleet results BATCH`.
@@ -87,6 +100,7 @@ pub(crate) async fn results(client: async_nats::Client, args: ResultsArgs) -> Re
     let config = CollectConfig {
         batch: args.batch,
         wait: args.wait.map(Into::into).unwrap_or_default(),
+        tenant: args.tenant,
         ..Default::default()
     };
     let format = if args.json { Format::Json } else { args.format };
@@ -177,7 +191,7 @@ pub(crate) async fn run(
                 task_timeout: args.task_timeout,
                 payload: Bytes::from(args.payload.unwrap_or_default()),
             };
-            let added = schedule::add(&client, &recurring).await?;
+            let added = schedule::add_in(&client, args.tenant.as_deref(), &recurring).await?;
             let verb = if added.replaced { "replaced" } else { "added" };
             let zone = recurring
                 .time_zone
@@ -190,8 +204,8 @@ pub(crate) async fn run(
             .await?;
             Ok(0)
         }
-        ScheduleCommand::List { json } => {
-            let schedules = schedule::list(&client).await?;
+        ScheduleCommand::List { json, tenant } => {
+            let schedules = schedule::list_in(&client, tenant.as_deref()).await?;
             let mut out = String::new();
             for s in &schedules {
                 out.push_str(&if json { json_line(s) } else { text_line(s) });
@@ -203,8 +217,8 @@ pub(crate) async fn run(
             }
             Ok(0)
         }
-        ScheduleCommand::Remove { name } => {
-            if schedule::remove(&client, &name).await? {
+        ScheduleCommand::Remove { name, tenant } => {
+            if schedule::remove_in(&client, tenant.as_deref(), &name).await? {
                 print(format!("removed schedule {name}\n")).await?;
                 Ok(0)
             } else {

@@ -128,7 +128,7 @@ pub(crate) async fn submit_later(
         printer.flush().await.map_err(out_err)?;
         print(out).await?;
     }
-    eprintln!("{}", scheduled_line(&done, &when));
+    eprintln!("{}", scheduled_line(&done, &when, args.tenant.as_deref()));
     if args.no_wait {
         return Ok(if done.refused.is_empty() { 0 } else { 1 });
     }
@@ -142,12 +142,13 @@ pub(crate) async fn submit_later(
         wait,
         tasks: Some(done.tasks),
         kind: Some(done.kind.clone()),
+        tenant: args.tenant.clone(),
     };
     let collection = fleet::results(client, config).await?;
     crate::schedule::show(collection, printer).await
 }
 
-fn scheduled_line(done: &Scheduled, when: &str) -> String {
+fn scheduled_line(done: &Scheduled, when: &str, tenant: Option<&str>) -> String {
     let (batch, n, kind) = (&done.batch, done.tasks, &done.kind);
     if done.earlier {
         return format!(
@@ -159,8 +160,9 @@ fn scheduled_line(done: &Scheduled, when: &str) -> String {
         r => format!(", {r} refused"),
     };
     format!(
-        "{} of {n} tasks of {kind} scheduled for {when} in batch {batch}{refused} (collect them with: fleet results {batch})",
-        done.stored.len()
+        "{} of {n} tasks of {kind} scheduled for {when} in batch {batch}{refused} (collect them with: fleet results {batch}{})",
+        done.stored.len(),
+        tenant.map(|t| format!(" --tenant {t}")).unwrap_or_default()
     )
 }
 
@@ -176,6 +178,7 @@ pub(crate) fn config(args: &SubmitArgs, msg_id_salt: Option<String>) -> SubmitCo
         msg_id_salt,
         create: args.create,
         controls: args.control.controls(),
+        tenant: args.tenant.clone(),
     }
 }
 

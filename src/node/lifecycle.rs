@@ -48,6 +48,15 @@ pub(super) async fn run(shared: &Shared, mut msg: jetstream::Message, slot: Slot
     // Moved out once, shared by the handler's Task and the dead letter.
     let headers: Arc<HeaderMap> = Arc::new(msg.message.headers.take().unwrap_or_default());
     let Route { tenant, kind, .. } = route(&msg.subject);
+    if let Some(scheduler) = crate::schedule::occurrence::foreign_scheduler(tenant, &headers) {
+        // Fired by a schedule of another space (see `foreign_scheduler`):
+        // not run, no result, never delivered again.
+        warn!(subject = %msg.subject, %scheduler, "a task fired by a schedule of another space: dropped without a result");
+        if let Err(err) = msg.ack_with(AckKind::Term).await {
+            warn!(%err, "terminating a foreign task");
+        }
+        return;
+    }
     let metrics = shared.observer.kind(kind);
     metrics.started(waited(started, delivery.stored_ns), delivery.attempt);
     let read = Envelope::read(Some(&headers), tenant, delivery.stream_seq, &shared.limits);

@@ -13,7 +13,7 @@ use super::listed::Schedule;
 use super::pattern::{self, Repeat};
 use crate::connect;
 use crate::contract::{self, header};
-use crate::direct;
+use crate::direct::{self, Stored};
 use crate::error::{Error, ErrorKind, ResultExt};
 use crate::submit::wire::{self, Reply};
 
@@ -52,6 +52,15 @@ impl Recurring {
     /// # Errors
     /// [`ErrorKind::Usage`] for what the server would refuse or misread.
     pub fn headers(&self) -> Result<HeaderMap, Error> {
+        self.headers_in(None)
+    }
+
+    /// The schedule message's headers for `tenant` (its target in its own
+    /// space: the server does not map a target through the import).
+    ///
+    /// # Errors
+    /// As [`Recurring::headers`].
+    pub fn headers_in(&self, tenant: Option<&str>) -> Result<HeaderMap, Error> {
         pattern::check_name(&self.name)?;
         crate::check::check_task_id(&self.kind).map_err(|e| {
             Error::new(
@@ -61,10 +70,8 @@ impl Recurring {
         })?;
         let mut h = HeaderMap::new();
         h.insert(header::SCHEDULE, self.repeat.header()?.as_str());
-        h.insert(
-            header::SCHEDULE_TARGET,
-            contract::due_subject(&self.kind).as_str(),
-        );
+        let target = contract::in_tenant(tenant, &contract::due_subject(&self.kind));
+        h.insert(header::SCHEDULE_TARGET, target.as_str());
         // SCHEDULES drops what is older than its max age; only `never`
         // outlives it.
         h.insert(header::TTL, "never");
@@ -131,16 +138,35 @@ fn refusal(code: u64, description: &str, schedule: &Recurring, pattern: &str) ->
 /// server's own verdicts 10189, 10223 included) or a tenant's connection;
 /// [`ErrorKind::NotSetUp`] without `SCHEDULES`; [`ErrorKind::Connection`].
 pub async fn add(client: &Client, schedule: &Recurring) -> Result<Added, Error> {
-    let headers = schedule.headers()?;
+    add_in(client, None, schedule).await
+}
+
+/// [`add`] on a connection of `tenant` (`None`: the fleet account's): the
+/// schedule is kept in `SCHEDULES_<tenant>` and fires into the tenant's
+/// space.
+///
+/// # Errors
+/// As [`add`]; [`ErrorKind::NotSetUp`] when the tenant has no schedule
+/// stream (`fleet setup --tenant`).
+pub async fn add_in(
+    client: &Client,
+    tenant: Option<&str>,
+    schedule: &Recurring,
+) -> Result<Added, Error> {
+    let headers = schedule.headers_in(tenant)?;
     let pattern = headers
         .get(header::SCHEDULE)
         .map(|v| v.as_str().to_string())
         .unwrap_or_default();
-    connect::require_jetstream(client, "schedules").await?;
+    require_space(client, tenant).await?;
     let subject = contract::cron_subject(&schedule.name);
-    let replaced = direct::last(client, contract::SCHEDULES_STREAM, &subject)
-        .await?
-        .is_some();
+    let replaced = direct::last(
+        client,
+        contract::SCHEDULES_STREAM,
+        &contract::in_tenant(tenant, &subject),
+    )
+    .await?
+    .is_some();
     let reply = client
         .request_with_headers(subject.clone(), headers, schedule.payload.clone())
         .await;
@@ -160,17 +186,36 @@ pub async fn add(client: &Client, schedule: &Recurring) -> Result<Added, Error> 
         Some(Reply::Failed {
             code, description, ..
         }) => Err(refusal(code, &description, schedule, &pattern)),
-        Some(Reply::NoStream) => Err(Error::new(
-            ErrorKind::NotSetUp,
-            format!(
-                "no stream takes {subject}: run `fleet setup` ({} holds schedules)",
-                contract::SCHEDULES_STREAM
-            ),
-        )),
+        Some(Reply::NoStream) => Err(nothing_takes(&subject, tenant)),
         _ => Err(Error::new(
             ErrorKind::Connection,
             format!("storing schedule {subject}: an answer that is no PubAck"),
         )),
+    }
+}
+
+/// Nothing takes `subject`: what to run.
+fn nothing_takes(subject: &str, tenant: Option<&str>) -> Error {
+    let message = match tenant {
+        None => format!(
+            "no stream takes {subject}: run `fleet setup` ({} holds schedules)",
+            contract::SCHEDULES_STREAM
+        ),
+        Some(t) => format!(
+            "no stream takes {subject}: the fleet's admin runs `fleet setup --tenant {t}` (and the server's config imports sched.> for this account)"
+        ),
+    };
+    Error::new(ErrorKind::NotSetUp, message)
+}
+
+/// A tenant's name is checked; a connection without one must be the fleet
+/// account's (see [`connect::require_jetstream`]).
+async fn require_space(client: &Client, tenant: Option<&str>) -> Result<(), Error> {
+    match tenant {
+        Some(t) => {
+            crate::setup::tenant::check_tenant_name(t).map_err(|e| Error::new(ErrorKind::Usage, e))
+        }
+        None => connect::require_jetstream(client, "schedules").await,
     }
 }
 
@@ -184,14 +229,45 @@ const FIRINGS_READ: usize = 4096;
 /// [`ErrorKind::Usage`] for a tenant's connection; [`ErrorKind::NotSetUp`]
 /// without `SCHEDULES`; [`ErrorKind::Connection`].
 pub async fn list(client: &Client) -> Result<Vec<Schedule>, Error> {
-    connect::require_jetstream(client, "schedules").await?;
+    list_in(client, None).await
+}
+
+/// [`list`] on a connection of `tenant`: its own schedules, read from
+/// `SCHEDULES_<tenant>` (the direct get its import gives). The last run of
+/// each is the result of its newest firing (a tenant reads results one
+/// subject at a time).
+///
+/// # Errors
+/// As [`list`].
+pub async fn list_in(client: &Client, tenant: Option<&str>) -> Result<Vec<Schedule>, Error> {
+    require_space(client, tenant).await?;
     let stream = contract::SCHEDULES_STREAM;
+    let read = |kept: Vec<Stored>| -> Vec<Stored> {
+        match tenant {
+            Some(t) => kept
+                .into_iter()
+                .map(|m| super::space::local(t, m))
+                .collect(),
+            None => kept,
+        }
+    };
     // One message per schedule subject (the server rolls them up).
-    let all = contract::cron_subject(">");
-    let kept = direct::from_seq(client, stream, &all, 1, usize::MAX).await?;
+    let all = contract::in_tenant(tenant, &contract::cron_subject(">"));
+    let kept = read(direct::from_seq(client, stream, &all, 1, usize::MAX).await?);
     let mut schedules: Vec<Schedule> = kept.iter().filter_map(Schedule::read).collect();
     schedules.sort_by(|a, b| a.name.cmp(&b.name));
     for s in &mut schedules {
+        if tenant.is_some() {
+            let due = contract::in_tenant(tenant, &s.due_subject());
+            let mut fired = direct::from_seq(client, stream, &due, s.seq + 1, FIRINGS_READ).await?;
+            if fired.len() >= FIRINGS_READ {
+                fired.extend(direct::last(client, stream, &due).await?);
+            }
+            let fired = read(fired);
+            let last_result = newest_result(client, &s.name, &fired).await;
+            s.learn(&fired, last_result.as_ref());
+            continue;
+        }
         let runs = super::occurrence::results_filter(&s.name);
         let last_result = direct::last(client, contract::RESULTS_STREAM, &runs).await?;
         // Firings are looked for after the newest of: the schedule itself,
@@ -212,6 +288,31 @@ pub async fn list(client: &Client) -> Result<Vec<Schedule>, Error> {
     Ok(schedules)
 }
 
+/// The kept result of the newest of schedule `name`'s firings in `fired`
+/// (of the last 8) that has one, read as a tenant reads a result.
+async fn newest_result(client: &Client, name: &str, fired: &[Stored]) -> Option<Stored> {
+    let me = contract::cron_subject(name);
+    let mine = fired
+        .iter()
+        .rev()
+        .filter(|m| m.header(header::SCHEDULER) == Some(me.as_str()))
+        .take(8);
+    for m in mine {
+        let id = contract::occurrence_task_id(name, m.seq);
+        let subject = contract::default_reply(&id);
+        if let Some(msg) = crate::submit::kept_last(client, &subject).await {
+            return Some(Stored {
+                subject,
+                seq: 0,
+                time: String::new(),
+                headers: msg.headers.unwrap_or_default(),
+                payload: msg.payload,
+            });
+        }
+    }
+    None
+}
+
 /// Removes schedule `name`; `false` when there is none of that name. An
 /// occurrence it already fired stays queued and runs.
 ///
@@ -219,8 +320,55 @@ pub async fn list(client: &Client) -> Result<Vec<Schedule>, Error> {
 /// [`ErrorKind::Usage`] for a bad name or a tenant's connection;
 /// [`ErrorKind::NotSetUp`] without `SCHEDULES`; [`ErrorKind::Connection`].
 pub async fn remove(client: &Client, name: &str) -> Result<bool, Error> {
+    remove_in(client, None, name).await
+}
+
+/// [`remove`] on a connection of `tenant`. A tenant may not purge, so its
+/// schedule is rolled up by an empty message that expires in a second
+/// ([`super::space`]).
+///
+/// # Errors
+/// As [`remove`].
+pub async fn remove_in(client: &Client, tenant: Option<&str>, name: &str) -> Result<bool, Error> {
     pattern::check_name(name)?;
-    connect::require_jetstream(client, "schedules").await?;
+    require_space(client, tenant).await?;
+    if tenant.is_some() {
+        let subject = contract::cron_subject(name);
+        let there = direct::last(
+            client,
+            contract::SCHEDULES_STREAM,
+            &contract::in_tenant(tenant, &subject),
+        )
+        .await?
+        .is_some_and(|m| m.header(header::SCHEDULE).is_some());
+        if !there {
+            return Ok(false);
+        }
+        let reply = client
+            .request_with_headers(
+                subject.clone(),
+                super::space::removal_headers(),
+                Bytes::new(),
+            )
+            .await;
+        return match reply {
+            Ok(msg) => match wire::parse(0, false, &msg.payload) {
+                Some(Reply::Stored { .. }) => Ok(true),
+                other => Err(Error::new(
+                    ErrorKind::Setup,
+                    format!("removing schedule {name}: {other:?}"),
+                )),
+            },
+            Err(err) if err.kind() == RequestErrorKind::NoResponders => {
+                Err(nothing_takes(&subject, tenant))
+            }
+            Err(err) => Err(Error::with_source(
+                ErrorKind::Connection,
+                format!("removing schedule {name}"),
+                err,
+            )),
+        };
+    }
     let js = async_nats::jetstream::new(client.clone());
     let stream = js
         .get_stream_no_info(contract::SCHEDULES_STREAM)

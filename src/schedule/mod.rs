@@ -32,7 +32,8 @@ pub mod listed;
 pub mod manage;
 pub mod occurrence;
 pub mod pattern;
+mod space;
 
 pub use listed::{LastRun, Schedule};
-pub use manage::{add, list, remove, Added, Recurring};
+pub use manage::{add, add_in, list, list_in, remove, remove_in, Added, Recurring};
 pub use pattern::Repeat;

@@ -17,12 +17,16 @@ use crate::contract::{self, header};
 
 /// The `SCHEDULES` sequence a `Nats-Stream-Source` value names, when the
 /// message came from `SCHEDULES` (`SCHEDULES 12 due.> tasks.> due.echo
-/// Od1aoPeI` on nats-server 2.15; a domain may follow the name after `:`).
+/// Od1aoPeI` on nats-server 2.15; a domain may follow the name after `:`)
+/// or from a tenant's `SCHEDULES_<tenant>`.
 pub fn source_seq(value: &str) -> Option<u64> {
     let mut tokens = value.split_whitespace();
     let stream = tokens.next()?;
     let stream = stream.split(':').next()?;
-    if stream != contract::SCHEDULES_STREAM {
+    let tenant_stream = stream
+        .strip_prefix(contract::TENANT_SCHEDULES_PREFIX)
+        .is_some_and(|t| !t.is_empty());
+    if stream != contract::SCHEDULES_STREAM && !tenant_stream {
         return None;
     }
     tokens.next()?.parse().ok().filter(|seq| *seq > 0)
@@ -39,6 +43,19 @@ pub fn task_id(headers: &HeaderMap) -> Option<String> {
     }
     let seq = source_seq(headers.get(header::STREAM_SOURCE)?.as_str())?;
     Some(contract::occurrence_task_id(name, seq))
+}
+
+/// The scheduler a task names (`Nats-Scheduler`, set by the server on what
+/// a schedule fires) when it is outside the space of `tenant`, the tenant
+/// the task was stored under (`None`: the fleet account's own). Such a
+/// task is not run and gets no result: a schedule fires only into its own
+/// stream, and a tenant's stream holds only its own subjects, so this
+/// takes a forged header or a misconfigured stream; writing its result
+/// would put words chosen in one space into another's.
+pub fn foreign_scheduler<'a>(tenant: Option<&str>, headers: &'a HeaderMap) -> Option<&'a str> {
+    let scheduler = headers.get(header::SCHEDULER)?.as_str();
+    let (space, _) = contract::split_tenant(scheduler);
+    (space != tenant).then_some(scheduler)
 }
 
 /// The subjects the results of schedule `name`'s occurrences are kept on:
@@ -107,6 +124,35 @@ mod tests {
         ]);
         assert_eq!(task_id(&elsewhere), None);
         assert_eq!(task_id(&headers(&[("Nats-Stream-Source", SOURCE)])), None);
+    }
+
+    #[test]
+    fn a_tenants_occurrence_is_named_the_same_way() {
+        let source =
+            "SCHEDULES_alice 4 tenant.alice.due.> tenant.alice.tasks.> tenant.alice.due.echo x";
+        let h = headers(&[("Task-Schedule", "tick"), ("Nats-Stream-Source", source)]);
+        assert_eq!(task_id(&h).as_deref(), Some("sched.tick.4"));
+        assert_eq!(source_seq("SCHEDULES_ 4"), None);
+    }
+
+    #[test]
+    fn a_task_fired_from_another_space_is_foreign() {
+        let fired = |s: &str| headers(&[("Nats-Scheduler", s)]);
+        let own = fired("tenant.alice.sched.task.b.1");
+        assert_eq!(foreign_scheduler(Some("alice"), &own), None);
+        assert_eq!(
+            foreign_scheduler(Some("bob"), &own),
+            Some("tenant.alice.sched.task.b.1")
+        );
+        assert!(
+            foreign_scheduler(None, &own).is_some(),
+            "alice's into the fleet's"
+        );
+        let fleet = fired("sched.cron.tick");
+        assert_eq!(foreign_scheduler(None, &fleet), None);
+        assert!(foreign_scheduler(Some("alice"), &fleet).is_some());
+        // No scheduler: a task published, not fired.
+        assert_eq!(foreign_scheduler(Some("alice"), &HeaderMap::new()), None);
     }
 
     #[test]

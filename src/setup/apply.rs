@@ -11,6 +11,7 @@ use async_nats::jetstream::{Context, ErrorCode};
 use tracing::{debug, warn};
 
 use super::config::{consumer_configs, stream_configs, GroupSettings, StreamSettings};
+use super::tenant;
 use crate::contract;
 use crate::error::{Error, ErrorKind, ResultExt};
 use crate::priority::{self, Priority};
@@ -39,11 +40,17 @@ pub async fn apply(
     groups: &[GroupSettings],
 ) -> Result<Applied, Error> {
     let mut applied = Applied::default();
-    for config in stream_configs(settings) {
+    for t in &settings.tenants {
+        tenant::check_tenant_name(t).map_err(|e| Error::new(ErrorKind::Usage, e))?;
+    }
+    for mut config in stream_configs(settings) {
         let name = format!("stream {}", config.name);
         match js.get_stream(&config.name).await {
             Ok(stream) => {
                 let current = stream.cached_info().config.clone();
+                if config.name == contract::TASKS_STREAM {
+                    tenant::keep_tenant_sources(current.sources.as_deref(), &mut config);
+                }
                 if same_stream(&current, &config) {
                     applied.unchanged.push(name);
                 } else {

@@ -8,6 +8,7 @@ use async_nats::jetstream::stream::{
     Config, DiscardPolicy, RetentionPolicy, Source, StorageType, SubjectTransform,
 };
 
+use super::tenant;
 use crate::contract;
 use crate::priority::{Priority, BANDS};
 
@@ -30,6 +31,9 @@ pub struct StreamSettings {
     pub dead_max_age: Duration,
     /// Most bytes `DEAD` holds; the oldest letters go first.
     pub dead_max_bytes: i64,
+    /// Tenants whose schedules to make room for (`SCHEDULES_<tenant>`,
+    /// sourced by `TASKS`; [`super::tenant`]).
+    pub tenants: Vec<String>,
 }
 
 impl Default for StreamSettings {
@@ -42,6 +46,7 @@ impl Default for StreamSettings {
             results_max_bytes: 2 * GIB,
             dead_max_age: Duration::from_secs(14 * 24 * 60 * 60),
             dead_max_bytes: GIB / 2,
+            tenants: Vec::new(),
         }
     }
 }
@@ -100,7 +105,7 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<Config> {
         max_messages: -1,
         ..Default::default()
     };
-    vec![
+    let mut all = vec![
         Config {
             name: contract::SCHEDULES_STREAM.to_string(),
             subjects: std::iter::once(format!("{}>", contract::SCHEDULE_PREFIX))
@@ -168,7 +173,16 @@ pub fn stream_configs(settings: &StreamSettings) -> Vec<Config> {
         bucket(contract::UNIQUE_BUCKET, settings.replicas),
         bucket(contract::LIMITS_BUCKET, settings.replicas),
         bucket(contract::PERMITS_BUCKET, settings.replicas),
-    ]
+    ];
+    // Each tenant's schedules, after SCHEDULES; TASKS takes in what they fire.
+    for (i, t) in settings.tenants.iter().enumerate() {
+        let tenant_schedules = tenant::schedules_config(t, &all[0]);
+        all.insert(1 + i, tenant_schedules);
+    }
+    let tasks = &mut all[1 + settings.tenants.len()];
+    let sources = tasks.sources.get_or_insert_with(Vec::new);
+    sources.extend(settings.tenants.iter().map(|t| tenant::source(t)));
+    all
 }
 
 /// A key-value bucket (the stream `KV_<name>`): one value per key, keys

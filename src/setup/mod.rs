@@ -8,6 +8,7 @@
 
 mod apply;
 mod config;
+pub mod tenant;
 
 pub use apply::{apply, bind, ensure_consumer, ensure_streams, Applied};
 pub use config::{

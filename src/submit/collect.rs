@@ -38,6 +38,11 @@ pub struct CollectConfig {
     pub tasks: Option<u64>,
     /// The kind of its tasks; `None`: read its record.
     pub kind: Option<String>,
+    /// The tenant this connection is (see
+    /// [`super::SubmitConfig::tenant`]): its results are read one by one
+    /// with the direct gets its import gives, its schedules in
+    /// `SCHEDULES_<tenant>`. `None`: a user of the fleet account.
+    pub tenant: Option<String>,
 }
 
 /// What a collection tells as it goes.
@@ -125,7 +130,12 @@ pub async fn results(client: Client, config: CollectConfig) -> Result<Collection
             format!("bad batch name {batch:?}: use letters, digits, - and _"),
         ));
     }
-    crate::connect::require_jetstream(&client, "reading a batch's results").await?;
+    let tenant = config.tenant.clone();
+    if let Some(t) = &tenant {
+        crate::setup::tenant::check_tenant_name(t).map_err(|e| Error::new(ErrorKind::Usage, e))?;
+    } else {
+        crate::connect::require_jetstream(&client, "reading a batch's results").await?;
+    }
     let prefix = format!("{}{batch}.", contract::RESULT_PREFIX);
     let live = client
         .subscribe(format!("{prefix}>"))
@@ -133,7 +143,7 @@ pub async fn results(client: Client, config: CollectConfig) -> Result<Collection
         .or_fail(ErrorKind::Connection, || "subscribing to results".into())?;
     let record = match (config.tasks, &config.kind) {
         (Some(_), Some(_)) => None,
-        _ => read_record(&client, batch).await?,
+        _ => read_record(&client, tenant.as_deref(), batch).await?,
     };
     let mut report = BatchReport {
         batch: batch.clone(),
@@ -152,6 +162,7 @@ pub async fn results(client: Client, config: CollectConfig) -> Result<Collection
     let (tx, events) = mpsc::channel(1024);
     let mut run = Collecting {
         client,
+        tenant,
         prefix,
         results_from: 1,
         tally: Tally {
@@ -172,6 +183,7 @@ pub async fn results(client: Client, config: CollectConfig) -> Result<Collection
 
 struct Collecting {
     client: Client,
+    tenant: Option<String>,
     /// `results.<batch>.`
     prefix: String,
     /// Where the next look in `RESULTS` starts (results are only added).
@@ -213,6 +225,9 @@ impl Collecting {
 
     /// Tells every result kept since the last look.
     async fn list(&mut self) -> Result<(), Error> {
+        if self.tenant.is_some() {
+            return self.list_one_by_one().await;
+        }
         let filter = format!("{}>", self.prefix);
         let (stream, from) = (contract::RESULTS_STREAM, self.results_from);
         let kept = direct::from_seq(&self.client, stream, &filter, from, usize::MAX).await?;
@@ -225,13 +240,39 @@ impl Collecting {
         Ok(())
     }
 
+    /// A tenant's look: each task's result not seen yet, by its own direct
+    /// get (the only read of `RESULTS` a tenant has, scoped by the server
+    /// to its space); a batch without a record up to the first task
+    /// without a result.
+    async fn list_one_by_one(&mut self) -> Result<(), Error> {
+        let recorded = self.tally.report.recorded;
+        let mut n = 0;
+        loop {
+            n += 1;
+            if recorded && n > self.tally.report.tasks {
+                return Ok(());
+            }
+            if self.tally.seen.contains(&n) {
+                continue;
+            }
+            let subject = format!("{}{n}", self.prefix);
+            match super::kept::last(&self.client, &subject).await {
+                Some(msg) => self.tell(n, msg.headers.as_ref(), msg.payload).await?,
+                None if !recorded => return Ok(()),
+                None => {}
+            }
+        }
+    }
+
     /// The batch's tasks whose schedules still wait: number to time.
     async fn waiting(&self) -> Result<BTreeMap<u64, String>, Error> {
         let batch = &self.tally.report.batch;
-        let schedules = contract::delayed_subject(&format!("{batch}.>"));
+        let tenant = self.tenant.as_deref();
+        let schedules =
+            contract::in_tenant(tenant, &contract::delayed_subject(&format!("{batch}.>")));
         let stream = contract::SCHEDULES_STREAM;
         let kept = direct::from_seq(&self.client, stream, &schedules, 1, usize::MAX).await?;
-        let prefix = contract::delayed_subject(&format!("{batch}."));
+        let prefix = contract::in_tenant(tenant, &contract::delayed_subject(&format!("{batch}.")));
         Ok(kept
             .iter()
             .filter_map(|m| waiting_task(m, &prefix))

@@ -71,9 +71,14 @@ pub(super) struct Record {
     pub(super) at: String,
 }
 
-/// The record of `batch`, if one is kept.
-pub(super) async fn read_record(client: &Client, batch: &str) -> Result<Option<Record>, Error> {
-    let subject = contract::batch_record_subject(batch);
+/// The record of `batch`, if one is kept (in `tenant`'s schedules, read
+/// through its import of a direct get of `SCHEDULES_<tenant>`).
+pub(super) async fn read_record(
+    client: &Client,
+    tenant: Option<&str>,
+    batch: &str,
+) -> Result<Option<Record>, Error> {
+    let subject = contract::in_tenant(tenant, &contract::batch_record_subject(batch));
     let kept = direct::last(client, contract::SCHEDULES_STREAM, &subject).await?;
     Ok(kept.and_then(|m| serde_json::from_slice(&m.payload).ok()))
 }
@@ -90,11 +95,20 @@ fn record_ttl(until_due: Duration, results_max_age: Duration) -> String {
 }
 
 /// The headers of task `task` as a schedule firing at `at` into
-/// `due.<kind>` (`due-high.<kind>` for a high task).
-fn schedule_headers(task: &Task, kind: &str, band: Priority, at: SystemTime) -> HeaderMap {
+/// `due.<kind>` (`due-high.<kind>` for a high task), in `tenant`'s space
+/// for a tenant: the server does not map a target through the import, so
+/// it is written as the fleet account names it (`tenant.<t>.due.<kind>`).
+fn schedule_headers(
+    task: &Task,
+    kind: &str,
+    band: Priority,
+    tenant: Option<&str>,
+    at: SystemTime,
+) -> HeaderMap {
     let mut headers = task.headers();
     headers.insert(header::SCHEDULE, pattern::at_value(at).as_str());
-    headers.insert(header::SCHEDULE_TARGET, band.due_subject(kind).as_str());
+    let target = contract::in_tenant(tenant, &band.due_subject(kind));
+    headers.insert(header::SCHEDULE_TARGET, target.as_str());
     // SCHEDULES drops what is older than its max age; only `never`
     // outlives it (a one-shot schedule removes itself once fired).
     headers.insert(header::TTL, "never");
@@ -107,8 +121,9 @@ fn schedule_headers(task: &Task, kind: &str, band: Priority, at: SystemTime) -> 
 /// # Errors
 /// [`ErrorKind::Usage`] for a bad kind, batch name or task timeout,
 /// `ephemeral` (results must be kept to be collected later), or a tenant's
-/// connection (its account has no `SCHEDULES`); [`ErrorKind::NotSetUp`]
-/// without `SCHEDULES`; [`ErrorKind::Io`] reading the input;
+/// connection that does not say it is one ([`SubmitConfig::tenant`]: its
+/// account has no `SCHEDULES`); [`ErrorKind::NotSetUp`] without
+/// `SCHEDULES` (`SCHEDULES_<tenant>` for a tenant); [`ErrorKind::Io`] reading the input;
 /// [`ErrorKind::Connection`]. A task the server refuses is not an error:
 /// it is in [`Scheduled::refused`].
 pub async fn submit_at<S>(
@@ -133,8 +148,13 @@ where
             "a unique key is taken when a task is queued, not when it is scheduled: drop --unique with --delay or --at",
         ));
     }
-    crate::connect::require_jetstream(&client, "delayed tasks").await?;
-    if config.create {
+    let tenant = config.tenant.as_deref();
+    if let Some(t) = tenant {
+        setup::tenant::check_tenant_name(t).map_err(|e| Error::new(ErrorKind::Usage, e))?;
+    } else {
+        crate::connect::require_jetstream(&client, "delayed tasks").await?;
+    }
+    if config.create && tenant.is_none() {
         let js = async_nats::jetstream::new(client.clone());
         setup::ensure_streams(&js, &StreamSettings::default()).await?;
     }
@@ -150,7 +170,7 @@ where
         earlier: false,
     };
     if config.batch.is_some() {
-        if let Some(record) = read_record(&client, &batch).await? {
+        if let Some(record) = read_record(&client, tenant, &batch).await? {
             done.earlier = true;
             done.kind = record.kind;
             done.tasks = record.tasks;
@@ -182,7 +202,7 @@ where
     }
     done.stored.sort_unstable();
     if done.tasks > 0 {
-        write_record(&client, &done).await?;
+        write_record(&client, tenant, &done).await?;
     }
     Ok(done)
 }
@@ -243,17 +263,19 @@ impl Sender {
             // schedule's own lifetime).
             extra: super::control::headers(&self.config.controls, self.at),
         };
+        let tenant = self.config.tenant.clone();
         let headers = schedule_headers(
             &task,
             &self.config.kind,
             self.config.controls.priority,
+            tenant.as_deref(),
             self.at,
         );
         let client = self.client.clone();
         let resuming = self.config.batch.is_some();
         async move {
             let subject = contract::delayed_subject(&task.id);
-            if resuming && already_there(&client, &task).await? {
+            if resuming && already_there(&client, tenant.as_deref(), &task).await? {
                 return Ok(Sent::Stored(n));
             }
             let mut why = String::new();
@@ -279,10 +301,15 @@ impl Sender {
                     }
                     Some(Reply::NoStream) => Err(Error::new(
                         ErrorKind::NotSetUp,
-                        format!(
-                            "no stream takes {subject}: run `fleet setup` ({} holds delayed tasks)",
-                            contract::SCHEDULES_STREAM
-                        ),
+                        match &tenant {
+                            None => format!(
+                                "no stream takes {subject}: run `fleet setup` ({} holds delayed tasks)",
+                                contract::SCHEDULES_STREAM
+                            ),
+                            Some(t) => format!(
+                                "no stream takes {subject}: the fleet's admin runs `fleet setup --tenant {t}` (and the server's config imports sched.> for this account)"
+                            ),
+                        },
                     )),
                     _ => Ok(Sent::Refused(n, "an answer that is no PubAck".into())),
                 };
@@ -294,22 +321,30 @@ impl Sender {
 
 /// Whether a task of a named batch was stored by an earlier run: its result
 /// is kept, or its schedule waits.
-async fn already_there(client: &Client, task: &Task) -> Result<bool, Error> {
+async fn already_there(client: &Client, tenant: Option<&str>, task: &Task) -> Result<bool, Error> {
     if kept::last(client, &task.reply).await.is_some() {
         return Ok(true);
     }
-    let subject = contract::delayed_subject(&task.id);
+    let subject = contract::in_tenant(tenant, &contract::delayed_subject(&task.id));
     Ok(direct::last(client, contract::SCHEDULES_STREAM, &subject)
         .await?
         .is_some())
 }
 
 /// Keeps the batch's record, for as long as its results will be kept.
-async fn write_record(client: &Client, done: &Scheduled) -> Result<(), Error> {
+async fn write_record(
+    client: &Client,
+    tenant: Option<&str>,
+    done: &Scheduled,
+) -> Result<(), Error> {
     let js = async_nats::jetstream::new(client.clone());
-    let results_max_age = match js.get_stream(contract::RESULTS_STREAM).await {
-        Ok(stream) => stream.cached_info().config.max_age,
-        Err(_) => contract::DEFAULT_RESULTS_MAX_AGE,
+    // A tenant may not read RESULTS' config: it takes the default.
+    let results_max_age = match tenant {
+        Some(_) => contract::DEFAULT_RESULTS_MAX_AGE,
+        None => match js.get_stream(contract::RESULTS_STREAM).await {
+            Ok(stream) => stream.cached_info().config.max_age,
+            Err(_) => contract::DEFAULT_RESULTS_MAX_AGE,
+        },
     };
     let until_due = done
         .at
@@ -355,7 +390,7 @@ mod tests {
             extra: vec![(header::TTL, "3600".into())],
         };
         let at = pattern::parse_time("2026-12-01T09:00:00.5Z").unwrap();
-        let h = schedule_headers(&task, "image.resize", Priority::Normal, at);
+        let h = schedule_headers(&task, "image.resize", Priority::Normal, None, at);
         let get = |name: &str| h.get(name).map(|v| v.as_str().to_string());
         assert_eq!(
             get("Nats-Schedule").as_deref(),
@@ -369,6 +404,24 @@ mod tests {
         assert_eq!(get("Task-Id").as_deref(), Some("b.1"));
         assert_eq!(get("Task-Timeout").as_deref(), Some("30s"));
         assert_eq!(get("Nats-Msg-Id").as_deref(), Some("b.1.salt"));
+    }
+
+    #[test]
+    fn a_tenants_delayed_task_fires_into_its_own_space() {
+        let task = Task {
+            id: "b.1".into(),
+            reply: "results.b.1".into(),
+            timeout: None,
+            payload: Bytes::new(),
+            msg_id: None,
+            extra: vec![],
+        };
+        let at = pattern::parse_time("2026-12-01T09:00:00Z").unwrap();
+        let h = schedule_headers(&task, "echo", Priority::High, Some("alice"), at);
+        let target = h.get("Nats-Schedule-Target").map(|v| v.as_str());
+        assert_eq!(target, Some("tenant.alice.due-high.echo"));
+        // What the task says of itself stays as the tenant sees it.
+        assert_eq!(h.get("Task-Id").map(|v| v.as_str()), Some("b.1"));
     }
 
     #[test]

@@ -40,6 +40,7 @@ use crate::error::{Error, ErrorKind, ResultExt};
 use crate::setup::{self, StreamSettings};
 pub use collect::{results, BatchReport, CollectConfig, Collected, Collection};
 pub use control::TaskControls;
+pub(crate) use kept::last as kept_last;
 pub use later::{submit_at, Scheduled};
 pub use report::{TaskEnd, TaskStatus};
 pub use summary::{Latency, Summary};
@@ -69,6 +70,11 @@ pub struct SubmitConfig {
     pub create: bool,
     /// Deadline, result TTL and unique key of every task.
     pub controls: TaskControls,
+    /// The tenant this connection is (its account's subjects are mapped
+    /// into `tenant.<name>.` of the fleet account): what a delayed task's
+    /// schedule names as its target, `tenant.<name>.due.<kind>`. `None`:
+    /// a user of the fleet account.
+    pub tenant: Option<String>,
 }
 
 impl Default for SubmitConfig {
@@ -83,6 +89,7 @@ impl Default for SubmitConfig {
             msg_id_salt: None,
             create: false,
             controls: TaskControls::default(),
+            tenant: None,
         }
     }
 }

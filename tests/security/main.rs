@@ -6,6 +6,7 @@
 
 mod hostile;
 mod roles;
+mod tenant_time;
 mod tenants;
 
 use std::collections::HashSet;
