@@ -42,7 +42,7 @@ impl Task {
             headers.insert(header::name(header::MSG_ID), id.as_str());
         }
         for (name, value) in &self.extra {
-            headers.insert(header::name(*name), value.as_str());
+            headers.insert(header::name(name), value.as_str());
         }
         headers
     }
