@@ -167,6 +167,23 @@ pub mod header {
     /// Headers whose name starts with this are JetStream's own: never copied
     /// from a task into a dead letter, a replay or a result.
     pub const NATS_PREFIX: &str = "nats-";
+
+    /// The first value of header `name` (one of the names above), read
+    /// without allocating: `HeaderMap::get` with a `&str` copies and checks
+    /// the name on every call, and the node reads a dozen per task.
+    pub(crate) fn get<'a>(
+        headers: &'a async_nats::HeaderMap,
+        name: &'static str,
+    ) -> Option<&'a str> {
+        headers
+            .get(async_nats::header::HeaderName::from_static(name))
+            .map(|v| v.as_str())
+    }
+
+    /// Header `name` (one of the names above), made without copying it.
+    pub(crate) fn name(name: &'static str) -> async_nats::header::HeaderName {
+        async_nats::header::HeaderName::from_static(name)
+    }
 }
 
 /// Status codes carried by `Nats-Service-Error-Code`. Which failure has which

@@ -63,7 +63,7 @@ impl TaskControl {
     /// # Errors
     /// A [`TaskError`] with code 400 naming the bad header.
     pub(crate) fn read(&mut self, headers: &HeaderMap) -> Result<(), TaskError> {
-        let get = |name: &str| headers.get(name).map(|v| v.as_str());
+        let get = |name| header::get(headers, name);
         if let Some(key) = get(header::TASK_UNIQUE) {
             check_key(key).map_err(|why| {
                 TaskError::reject(format!("bad {} {key:?}: {why}", header::TASK_UNIQUE))

@@ -123,9 +123,20 @@ impl Envelope {
         stream_seq: u64,
         limits: &Limits,
     ) -> Result<Envelope, Box<(Envelope, TaskError)>> {
+        // An oversized header block is refused before any of it is read.
+        let oversized = headers.is_some_and(|h| header_bytes(h) > contract::MAX_HEADER_BYTES);
+        let named = headers
+            .filter(|_| !oversized)
+            .and_then(|h| header::get(h, header::TASK_ID));
+        // The id (and the default reply made from it) is formatted once:
+        // the submitter's own when it names a valid one.
+        let id = match named {
+            Some(id) if check_task_id(id).is_ok() => id.to_string(),
+            _ => stream_seq.to_string(),
+        };
         let mut envelope = Envelope {
-            id: stream_seq.to_string(),
-            reply: contract::default_reply(&stream_seq.to_string()),
+            reply: contract::default_reply(&id),
+            id,
             timeout: limits.default_timeout,
             tenant: tenant.map(str::to_string),
             control: TaskControl::default(),
@@ -133,23 +144,27 @@ impl Envelope {
         let Some(headers) = headers else {
             return Ok(envelope);
         };
-        match envelope.apply(headers, limits) {
+        let applied = if oversized {
+            Err(TaskError::reject(format!(
+                "headers larger than {} bytes",
+                contract::MAX_HEADER_BYTES
+            )))
+        } else {
+            envelope.apply(headers, limits)
+        };
+        match applied {
             Ok(()) => Ok(envelope),
             Err(err) => Err(Box::new((envelope, err))),
         }
     }
 
     fn apply(&mut self, headers: &HeaderMap, limits: &Limits) -> Result<(), TaskError> {
-        if header_bytes(headers) > contract::MAX_HEADER_BYTES {
-            return Err(TaskError::reject(format!(
-                "headers larger than {} bytes",
-                contract::MAX_HEADER_BYTES
-            )));
-        }
-        if let Some(id) = headers.get(header::TASK_ID) {
-            check_task_id(id.as_str())?;
-            self.id = id.as_str().to_string();
-            self.reply = contract::default_reply(&self.id);
+        let get = |name| header::get(headers, name);
+        if let Some(id) = get(header::TASK_ID) {
+            // `read` took it when valid: another id here means it was not.
+            if id != self.id {
+                check_task_id(id)?;
+            }
         } else if let Some(id) = crate::schedule::occurrence::task_id(headers) {
             // An occurrence of a recurring schedule: `sched.<name>.<seq>`.
             check_task_id(&id)?;
@@ -157,16 +172,15 @@ impl Envelope {
             self.reply = contract::default_reply(&self.id);
         }
         self.control.read(headers)?;
-        if let Some(priority) = headers.get(header::TASK_PRIORITY) {
-            // Only checked here: the subject decides the band, and a normal task
-            // asking for another was moved there before it got here.
+        if let Some(priority) = get(header::TASK_PRIORITY) {
+            // Only checked here: the subject decides the band, and a normal
+            // task asking for another was moved there before it got here.
             priority
-                .as_str()
                 .parse::<Priority>()
                 .map_err(|e| TaskError::reject(format!("{}: {e}", header::TASK_PRIORITY)))?;
         }
-        if let Some(timeout) = headers.get(header::TASK_TIMEOUT) {
-            let timeout = parse_timeout(timeout.as_str())?;
+        if let Some(timeout) = get(header::TASK_TIMEOUT) {
+            let timeout = parse_timeout(timeout)?;
             if timeout > limits.max_timeout {
                 return Err(TaskError::reject(format!(
                     "{} {} is longer than this node allows ({}, --max-task-timeout)",
@@ -177,9 +191,9 @@ impl Envelope {
             }
             self.timeout = timeout;
         }
-        if let Some(reply) = headers.get(header::REPLY_TO) {
-            check_reply_subject(reply.as_str(), &limits.allowed_replies)?;
-            self.reply = reply.as_str().to_string();
+        if let Some(reply) = get(header::REPLY_TO) {
+            check_reply_subject(reply, &limits.allowed_replies)?;
+            self.reply = reply.to_string();
         }
         Ok(())
     }

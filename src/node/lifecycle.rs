@@ -2,6 +2,7 @@
 //! deadline and progress acks, then do what [`super::decide`] says with the
 //! outcome (its table is the whole lifecycle on one screen).
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::Poll;
@@ -32,7 +33,8 @@ pub(super) enum Outcome {
 /// Runs one delivery. `slot` is held while the handler runs; publishing the
 /// result and acking hold a `finishing` permit instead, so slots bound the
 /// handlers at work, not the round trips to the server after them.
-pub(super) async fn run(shared: &Shared, mut msg: jetstream::Message, slot: Slot) {
+pub(super) async fn run(shared: Arc<Shared>, mut msg: jetstream::Message, slot: Slot) {
+    let shared = &*shared;
     let delivery = match msg.info() {
         Ok(info) => Delivery {
             attempt: u32::try_from(info.delivered).unwrap_or(u32::MAX).max(1),
@@ -68,7 +70,7 @@ pub(super) async fn run(shared: &Shared, mut msg: jetstream::Message, slot: Slot
                 // Only the fleet account's schedules fire runs: a tenant's
                 // task naming a scheduler gets no lookups made for it.
                 let due = match envelope.tenant {
-                    None => catch_up::due(&shared.client, &headers, kind).await,
+                    None => Box::pin(catch_up::due(&shared.client, &headers, kind)).await,
                     Some(_) => None,
                 };
                 envelope.control.anchor(stored, due);
@@ -168,10 +170,23 @@ async fn run_handler(
     };
     let mut future = AssertUnwindSafe(future).catch_unwind();
     // Most handlers of small tasks are done on their first poll: then no
-    // timer, progress ack or cancel watch is set up at all.
+    // timer, progress ack or cancel watch is set up at all (and the
+    // task's future does not carry their room: boxed, below).
     if let Poll::Ready(result) = futures::poll!(&mut future) {
         return ran(result);
     }
+    Box::pin(wait_handler(shared, msg, future, deadline, envelope)).await
+}
+
+/// Waits for a handler that did not finish on its first poll, with its
+/// deadline, progress acks and cancels.
+async fn wait_handler(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    mut future: impl Future<Output = std::thread::Result<Result<Bytes, TaskError>>> + Unpin,
+    deadline: Instant,
+    envelope: &Envelope,
+) -> Outcome {
     let every = (shared.ack_wait / 3).max(Duration::from_millis(100));
     let mut progress = interval_at(Instant::now() + every, every);
     let mut cancel = shared.cancel.clone();
@@ -246,15 +261,17 @@ async fn finish(ctx: &Ctx<'_>, outcome: Outcome) {
                     warn!(task = %ctx.envelope.id, "could not keep the result; the task will run again");
                     reply(ctx, other).await;
                 }
-                Next::Fail(err) => fail_for_good(ctx, err).await,
+                Next::Fail(err) => Box::pin(fail_for_good(ctx, err)).await,
             }
         }
-        (Verdict::Fail, Outcome::Failed(err)) => fail_for_good(ctx, err).await,
+        // The rare ends are boxed: every task's future would otherwise
+        // carry room for their writes.
+        (Verdict::Fail, Outcome::Failed(err)) => Box::pin(fail_for_good(ctx, err)).await,
         (Verdict::Cancel, Outcome::Failed(err)) => {
-            reply(ctx, cancel::commit(ctx, &err).await).await
+            reply(ctx, Box::pin(cancel::commit(ctx, &err)).await).await
         }
         (Verdict::Expire, Outcome::Failed(err)) => {
-            reply(ctx, super::control::expire(ctx, &err).await).await
+            reply(ctx, Box::pin(super::control::expire(ctx, &err)).await).await
         }
         (verdict, _) => unreachable!("verdict {verdict:?} does not follow from its outcome"),
     }
@@ -284,7 +301,7 @@ async fn reply(ctx: &Ctx<'_>, ack: AckReply) {
     if let Err(err) = ctx.msg.ack_with(ack.into()).await {
         warn!(%err, task = %ctx.envelope.id, "ack not sent; the task returns after ack_wait");
     }
-    if matches!(ack, AckReply::Ack | AckReply::Term) {
-        super::control::release_key(ctx).await;
+    if matches!(ack, AckReply::Ack | AckReply::Term) && ctx.envelope.control.unique.is_some() {
+        Box::pin(super::control::release_key(ctx)).await;
     }
 }

@@ -395,11 +395,8 @@ async fn admit(shared: &Arc<Shared>, msg: jetstream::Message, slots: &Slots) {
         return;
     };
     let slot = slots.fill(permit, &msg.subject, None);
-    let shared = shared.clone();
     // Boxed: the task's future is large, and spawning moves it.
-    tokio::spawn(Box::pin(async move {
-        lifecycle::run(&shared, msg, slot).await;
-    }));
+    tokio::spawn(Box::pin(lifecycle::run(shared.clone(), msg, slot)));
 }
 
 async fn hand_back(shared: &Shared, msg: &jetstream::Message) {

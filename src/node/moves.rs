@@ -61,7 +61,7 @@ impl Mover {
 /// `Task-Priority: high|low` moves. A value that is not a band stays (the
 /// envelope refuses it, 400).
 pub(crate) fn wanted(subject: &str, headers: Option<&HeaderMap>) -> Option<Priority> {
-    let asked = headers?.get(header::TASK_PRIORITY)?.as_str().parse().ok()?;
+    let asked = header::get(headers?, header::TASK_PRIORITY)?.parse().ok()?;
     let route = route(subject);
     (route.band == Priority::Normal && !route.kind.is_empty() && asked != Priority::Normal)
         .then_some(asked)

@@ -37,11 +37,11 @@ pub fn source_seq(value: &str) -> Option<u64> {
 /// `SCHEDULES`. `None` for any other task (it keeps the usual id).
 pub fn task_id(headers: &HeaderMap) -> Option<String> {
     // Task-Schedule first: most tasks have none, and stop at one lookup.
-    let name = headers.get(header::TASK_SCHEDULE)?.as_str();
-    if headers.get(header::TASK_ID).is_some() {
+    let name = header::get(headers, header::TASK_SCHEDULE)?;
+    if header::get(headers, header::TASK_ID).is_some() {
         return None;
     }
-    let seq = source_seq(headers.get(header::STREAM_SOURCE)?.as_str())?;
+    let seq = source_seq(header::get(headers, header::STREAM_SOURCE)?)?;
     Some(contract::occurrence_task_id(name, seq))
 }
 

@@ -29,22 +29,31 @@ impl Task {
     /// The task's headers: its id, its reply subject when it is not the
     /// default one for its id, its timeout, its de-duplication id.
     pub(super) fn headers(&self) -> HeaderMap {
+        // Names made without copying (`header::name`): one task each.
         let mut headers = HeaderMap::new();
-        headers.insert(header::TASK_ID, self.id.as_str());
-        if self.reply != contract::default_reply(&self.id) {
-            headers.insert(header::REPLY_TO, self.reply.as_str());
+        headers.insert(header::name(header::TASK_ID), self.id.as_str());
+        if !is_default_reply(&self.reply, &self.id) {
+            headers.insert(header::name(header::REPLY_TO), self.reply.as_str());
         }
         if let Some(timeout) = &self.timeout {
-            headers.insert(header::TASK_TIMEOUT, timeout.as_str());
+            headers.insert(header::name(header::TASK_TIMEOUT), timeout.as_str());
         }
         if let Some(id) = &self.msg_id {
-            headers.insert(header::MSG_ID, id.as_str());
+            headers.insert(header::name(header::MSG_ID), id.as_str());
         }
         for (name, value) in &self.extra {
-            headers.insert(*name, value.as_str());
+            headers.insert(header::name(name), value.as_str());
         }
         headers
     }
+}
+
+/// Whether `reply` is `results.<id>`, the reply a task of that id gets
+/// without a `Reply-To` (checked without formatting it).
+fn is_default_reply(reply: &str, id: &str) -> bool {
+    reply
+        .strip_prefix(contract::RESULT_PREFIX)
+        .is_some_and(|rest| rest == id)
 }
 
 /// Sends tasks with replies on one inbox of this submitter's.

@@ -142,10 +142,10 @@ impl TaskEnd {
         headers: Option<&HeaderMap>,
         payload: Bytes,
     ) -> TaskEnd {
-        let get = |name: &str| {
+        let get = |name| {
             headers
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_string())
+                .and_then(|h| header::get(h, name))
+                .map(str::to_string)
         };
         let status = match get(header::SERVICE_ERROR_CODE) {
             None => TaskStatus::Ok,

@@ -416,10 +416,7 @@ async fn drive(gate: Gate, shared: Arc<Shared>, slots: Slots) {
                     let slot = slots.fill(permit, &msg.subject, lease);
                     // Room to hold another: the pull loop may ask again.
                     released.notify_one();
-                    let shared = shared.clone();
-                    tokio::spawn(Box::pin(async move {
-                        lifecycle::run(&shared, msg, slot).await;
-                    }));
+                    tokio::spawn(Box::pin(lifecycle::run(shared.clone(), msg, slot)));
                 }
                 Err(when) => {
                     drop(permit);
