@@ -345,6 +345,17 @@ pub fn in_tenant(tenant: Option<&str>, subject: &str) -> String {
     }
 }
 
+/// Whether `name` can be one token of the subjects and stream names fleet
+/// builds from it (a tenant, a schedule, a JetStream domain): 1 to `max`
+/// bytes of ASCII letters, digits, `-` and `_`.
+pub fn is_name_token(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Splits a fleet-account subject into its tenant (if under
 /// `tenant.<t>.`) and the subject as the tenant sees it.
 pub fn split_tenant(subject: &str) -> (Option<&str>, &str) {

@@ -45,12 +45,7 @@ pub struct PullFields {
 /// # Errors
 /// The reason, for a usage error.
 pub fn check_domain(domain: &str) -> Result<(), String> {
-    let ok = !domain.is_empty()
-        && domain.len() <= 64
-        && domain
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    if contract::is_name_token(domain, 64) {
         Ok(())
     } else {
         Err(format!(

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::contract;
 use crate::error::{Error, ErrorKind};
 
 /// Longest schedule name, in bytes.
@@ -135,12 +136,7 @@ pub fn ttl_value(d: Duration) -> String {
 /// # Errors
 /// [`ErrorKind::Usage`] saying what is wrong.
 pub fn check_name(name: &str) -> Result<(), Error> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_BYTES
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
+    if contract::is_name_token(name, MAX_NAME_BYTES) {
         Ok(())
     } else {
         Err(usage(format!(

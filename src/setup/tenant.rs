@@ -26,12 +26,7 @@ pub const TENANT_SCHEDULES_MAX_BYTES: i64 = 64 * 1024 * 1024;
 /// Whether `tenant` may name a tenant: one subject token of letters,
 /// digits, `-` and `_` (it is also part of a stream name), 64 bytes at most.
 pub fn check_tenant_name(tenant: &str) -> Result<(), String> {
-    let ok = !tenant.is_empty()
-        && tenant.len() <= 64
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    if contract::is_name_token(tenant, 64) {
         Ok(())
     } else {
         Err(format!(

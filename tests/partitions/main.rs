@@ -213,11 +213,20 @@ impl Site {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        assert!(
-            status.success(),
-            "fleet submit failed: {}",
-            self.submit_err()
-        );
+        if !status.success() {
+            let failed: Vec<String> = self
+                .results_so_far()
+                .iter()
+                .filter(|l| l["status"] != "ok")
+                .take(10)
+                .map(|l| l.to_string())
+                .collect();
+            panic!(
+                "fleet submit failed: {}\nfailed tasks (first 10):\n{}",
+                self.submit_err(),
+                failed.join("\n")
+            );
+        }
     }
 
     /// The checker's table, read through `server` (a reachable one).
