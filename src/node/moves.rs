@@ -80,7 +80,8 @@ pub(crate) fn copy(
     let mut out = HeaderMap::new();
     for (name, values) in headers.iter() {
         let n: &str = name.as_ref();
-        let server = n.len() >= 5 && n[..5].eq_ignore_ascii_case("Nats-");
+        let prefix = header::NATS_PREFIX.len();
+        let server = n.len() >= prefix && n[..prefix].eq_ignore_ascii_case(header::NATS_PREFIX);
         if server && !n.eq_ignore_ascii_case("Nats-TTL") {
             continue;
         }

@@ -53,7 +53,7 @@ pub fn task_id(headers: &HeaderMap) -> Option<String> {
 /// takes a forged header or a misconfigured stream; writing its result
 /// would put words chosen in one space into another's.
 pub fn foreign_scheduler<'a>(tenant: Option<&str>, headers: &'a HeaderMap) -> Option<&'a str> {
-    let scheduler = headers.get(header::SCHEDULER)?.as_str();
+    let scheduler = header::get(headers, header::SCHEDULER)?;
     let (space, _) = contract::split_tenant(scheduler);
     (space != tenant).then_some(scheduler)
 }
