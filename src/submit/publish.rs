@@ -185,8 +185,8 @@ pub(super) struct Heard {
 pub(super) struct Outbox {
     sender: Sender,
     batcher: fast::Batcher,
-    /// Tasks sent and not confirmed, with when they were first sent.
-    pending: std::collections::HashMap<u64, (Task, tokio::time::Instant)>,
+    /// Tasks sent and not confirmed.
+    pending: std::collections::HashMap<u64, Pending>,
     /// Why a pending task was last refused (it is being tried again).
     refusals: std::collections::HashMap<u64, String>,
     /// Tasks refused for a reason that may pass, and when to try again.
@@ -195,6 +195,15 @@ pub(super) struct Outbox {
     /// Since when a batch's end is awaited.
     ending_since: Option<tokio::time::Instant>,
     timeout: std::time::Duration,
+}
+
+/// A task sent and not yet confirmed.
+struct Pending {
+    task: Task,
+    /// When it was first sent: it is given up at `timeout` after this.
+    first: tokio::time::Instant,
+    /// When it was last sent.
+    last: tokio::time::Instant,
 }
 
 /// How long to wait before a task refused for a reason that may pass goes again.
@@ -234,17 +243,24 @@ impl Outbox {
     /// Sends task `n`.
     pub(super) async fn send(&mut self, n: u64, task: Task) -> Result<(), Error> {
         let now = tokio::time::Instant::now();
-        let first = self.pending.get(&n).map_or(now, |(_, at)| *at);
+        let first = self.pending.get(&n).map_or(now, |p| p.first);
         let slot = self.batcher.send(n);
         self.sender.send(&task, slot, self.batcher.single()).await?;
-        self.pending.insert(n, (task, first));
+        self.pending.insert(
+            n,
+            Pending {
+                task,
+                first,
+                last: now,
+            },
+        );
         self.last_send = now;
         Ok(())
     }
 
     async fn resend(&mut self, numbers: Vec<u64>) -> Result<(), Error> {
         for n in numbers {
-            if let Some((task, _)) = self.pending.get(&n).cloned() {
+            if let Some(task) = self.pending.get(&n).map(|p| p.task.clone()) {
                 self.send(n, task).await?;
             }
         }
@@ -259,7 +275,14 @@ impl Outbox {
             return Ok(heard);
         };
         tracing::trace!(batch, ?reply, "reply");
+        let batching = !self.batcher.single();
         let effect = self.batcher.on(batch, reply);
+        if batching && self.batcher.single() {
+            tracing::debug!(
+                batch,
+                "a task was answered on its own: batching is off for this run"
+            );
+        }
         if !self.batcher.ending() {
             self.ending_since = None;
         }
@@ -274,7 +297,7 @@ impl Outbox {
             let expired = self
                 .pending
                 .get(&n)
-                .is_none_or(|(_, at)| at.elapsed() >= self.timeout);
+                .is_none_or(|p| p.first.elapsed() >= self.timeout);
             resend.retain(|r| *r != n);
             if transient(code, &description) && !expired {
                 self.retry
@@ -299,7 +322,7 @@ impl Outbox {
         let overdue: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, (_, at))| now.duration_since(*at) >= self.timeout)
+            .filter(|(_, p)| now.duration_since(p.first) >= self.timeout)
             .map(|(n, _)| *n)
             .collect();
         for n in overdue {
@@ -314,10 +337,13 @@ impl Outbox {
         }
         while self.retry.front().is_some_and(|(at, _)| *at <= now) && self.batcher.can_send() {
             let (_, n) = self.retry.pop_front().expect("checked");
-            if let Some((task, _)) = self.pending.get(&n).cloned() {
+            if let Some(task) = self.pending.get(&n).map(|p| p.task.clone()) {
                 // Sent again: its old slot, if any, is no longer awaited.
                 self.send(n, task).await?;
             }
+        }
+        if self.batcher.single() {
+            self.resend_unanswered(now).await?;
         }
         if let Some(since) = self.ending_since {
             if now.duration_since(since) >= END_WITHIN {
@@ -332,6 +358,30 @@ impl Outbox {
             }
         }
         Ok(heard)
+    }
+
+    /// Standing alone, a message has no batch end to wait for: one whose
+    /// PubAck has not come within [`END_WITHIN`] (lost with a server or a
+    /// connection) goes again. A late PubAck of the old copy is then not
+    /// read as the new one's: its sequence is dropped.
+    async fn resend_unanswered(&mut self, now: tokio::time::Instant) -> Result<(), Error> {
+        let mut unanswered: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.last) >= END_WITHIN)
+            .map(|(n, _)| *n)
+            .filter(|n| !self.retry.iter().any(|(_, r)| r == n))
+            .collect();
+        if unanswered.is_empty() {
+            return Ok(());
+        }
+        unanswered.sort_unstable();
+        tracing::debug!(
+            tasks = unanswered.len(),
+            "no PubAck within {END_WITHIN:?}: sent again"
+        );
+        self.batcher.forget(&unanswered);
+        self.resend(unanswered).await
     }
 
     /// Drops task `n` (it ended another way: a result came).
