@@ -28,6 +28,8 @@ use async_nats::jetstream::{Context, ErrorCode};
 use async_nats::{HeaderMap, StatusCode};
 use futures::TryStreamExt;
 
+pub mod own;
+
 use crate::check::check_task_id;
 use crate::contract::{self, header, msg_id};
 use crate::envelope::{one_line, Envelope, Limits};
@@ -67,6 +69,9 @@ pub enum Outcome {
     Marked,
     /// A delayed task: marked, its schedule deleted, its 499 result kept.
     Withdrawn,
+    /// A tenant's delayed task: marked, its schedule brought forward to
+    /// now; it ends as 499 on the first node that takes it.
+    Fired,
 }
 
 impl std::fmt::Display for Outcome {
@@ -79,6 +84,9 @@ impl std::fmt::Display for Outcome {
             Outcome::Withdrawn => {
                 f.write_str("cancelled: delayed task's schedule removed, 499 kept")
             }
+            Outcome::Fired => f.write_str(
+                "cancelled: marked; its schedule fires now and it ends as 499 on the first node",
+            ),
         }
     }
 }
@@ -151,12 +159,7 @@ pub async fn cancel_batch(
     batch: &str,
 ) -> Result<BatchCancelled, Error> {
     check_tenant(tenant)?;
-    if check_task_id(batch).is_err() || batch.contains('.') {
-        return Err(Error::new(
-            ErrorKind::Usage,
-            format!("bad batch name {batch:?}: use letters, digits, - and _"),
-        ));
-    }
+    check_batch(batch)?;
     mark(
         js,
         &contract::in_tenant(tenant, &contract::cancel_batch_key(batch)),
@@ -173,6 +176,16 @@ pub async fn cancel_batch(
         batch: batch.to_string(),
         delayed,
     })
+}
+
+fn check_batch(batch: &str) -> Result<(), Error> {
+    if check_task_id(batch).is_err() || batch.contains('.') {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("bad batch name {batch:?}: use letters, digits, - and _"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_tenant(tenant: Option<&str>) -> Result<(), Error> {

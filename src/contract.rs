@@ -152,6 +152,8 @@ pub mod header {
     pub const STREAM_SOURCE: &str = "Nats-Stream-Source";
     /// Per-message time to live (ADR-43).
     pub const TTL: &str = "Nats-TTL";
+    /// Rolls a subject (`sub`) or the stream (`all`) up to this message.
+    pub const ROLLUP: &str = "Nats-Rollup";
     /// On dead letters: the payload was cut to fit the server's
     /// `max_payload`; the value is the original size in bytes.
     pub const TASK_TRUNCATED: &str = "Task-Truncated";
@@ -433,6 +435,13 @@ pub fn occurrence_task_id(name: &str, seq: u64) -> String {
 /// The cancel mark of one task in [`CANCEL_BUCKET`].
 pub fn cancel_task_key(task_id: &str) -> String {
     format!("task.{task_id}")
+}
+
+/// Where a tenant writes the cancel mark `key` ([`cancel_task_key`],
+/// [`cancel_batch_key`]) on its own connection: `sched.cancel.<key>`, which
+/// its import puts in its own stream as `tenant.<t>.sched.cancel.<key>`.
+pub fn own_cancel_subject(key: &str) -> String {
+    format!("{SCHEDULE_PREFIX}cancel.{key}")
 }
 
 /// The cancel mark of every task of a batch in [`CANCEL_BUCKET`].

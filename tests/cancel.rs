@@ -407,7 +407,7 @@ fn the_node_role_reads_marks_but_cannot_change_them() {
     std::thread::sleep(Duration::from_secs(1));
     let lines = cancel_lines(s.fleet(
         Role::Admin,
-        &["cancel", "--json", "--batch", "tb", "--tenant", "alice"],
+        &["cancel", "--json", "--batch", "tb", "--for-tenant", "alice"],
         b"",
     ));
     assert_eq!(lines[0]["batch"], "tb");

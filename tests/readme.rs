@@ -241,5 +241,9 @@ fn readme_commands_run_as_written() {
             out.lines().any(|l| l.trim() == "hi"),
             "the tenant's direct get: {out}"
         );
+        assert!(
+            out.contains("held.1: cancelled: marked; its schedule fires now"),
+            "the tenant's cancel: {out}"
+        );
     }
 }

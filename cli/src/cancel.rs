@@ -16,9 +16,14 @@ pub(crate) struct CancelArgs {
     /// Cancel every task of this batch (ids `<batch>.<n>`, as `fleet submit --batch` gives).
     #[arg(long)]
     pub(crate) batch: Option<String>,
-    /// The tasks are this tenant's (its ids are its own); default: the fleet account's.
-    #[arg(long)]
+    /// On a tenant's connection: the tenant's name (its marks go to its
+    /// own stream, SCHEDULES_<tenant>).
+    #[arg(long, env = "FLEET_TENANT", conflicts_with = "for_tenant")]
     pub(crate) tenant: Option<String>,
+    /// The admin cancelling a tenant's tasks (its ids are its own); default:
+    /// the fleet account's.
+    #[arg(long, value_name = "TENANT")]
+    pub(crate) for_tenant: Option<String>,
     /// Print one JSON object per task (and per batch) instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -29,10 +34,14 @@ pub(crate) async fn run(
     js: &async_nats::jetstream::Context,
     args: CancelArgs,
 ) -> Result<ExitCode, Error> {
-    let tenant = args.tenant.as_deref();
+    let tenant = args.for_tenant.as_deref();
+    let own = args.tenant.as_deref();
     let mut out = String::new();
     if let Some(batch) = &args.batch {
-        let done = cancel::cancel_batch(js, tenant, batch).await?;
+        let done = match own {
+            Some(t) => cancel::own::cancel_batch(js, t, batch).await?,
+            None => cancel::cancel_batch(js, tenant, batch).await?,
+        };
         out.push_str(&if args.json {
             serde_json::json!({"batch": done.batch, "outcome": "marked"}).to_string()
         } else {
@@ -46,7 +55,11 @@ pub(crate) async fn run(
             out.push_str(&line(task, args.json));
         }
     }
-    for task in cancel::cancel(js, tenant, &args.ids).await? {
+    let done = match own {
+        Some(t) => cancel::own::cancel(js, t, &args.ids).await?,
+        None => cancel::cancel(js, tenant, &args.ids).await?,
+    };
+    for task in done {
         out.push_str(&line(&task, args.json));
     }
     print(out).await?;
@@ -67,6 +80,7 @@ fn line(task: &Cancelled, json: bool) -> String {
         }),
         Outcome::Marked => serde_json::json!({"id": task.id, "outcome": "marked"}),
         Outcome::Withdrawn => serde_json::json!({"id": task.id, "outcome": "withdrawn"}),
+        Outcome::Fired => serde_json::json!({"id": task.id, "outcome": "fired"}),
     };
     format!("{value}\n")
 }

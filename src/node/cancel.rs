@@ -71,6 +71,8 @@ pub(crate) fn batch_of(id: &str) -> Option<&str> {
 pub(crate) struct Mark {
     /// The tenant, empty for the fleet account's own tasks.
     tenant: String,
+    /// Read from the tenant's own stream (`SCHEDULES_<t>`), not the bucket.
+    own: bool,
     /// A whole batch (`batch.`) or one task (`task.`).
     batch: bool,
     /// The batch name or task id.
@@ -80,16 +82,23 @@ pub(crate) struct Mark {
 /// The mark a bucket key stands for; `None` for a key of no known shape.
 pub(crate) fn parse_key(key: &str) -> Option<Mark> {
     let (tenant, rest) = contract::split_tenant(key);
-    let (batch, name) = match (rest.strip_prefix(TASK_KEY), rest.strip_prefix(BATCH_KEY)) {
+    let (batch, name) = task_or_batch(rest)?;
+    Some(Mark {
+        tenant: tenant.unwrap_or_default().to_string(),
+        own: false,
+        batch,
+        name: name.to_string(),
+    })
+}
+
+/// `task.<id>` or `batch.<name>`: whether a batch, and its name.
+fn task_or_batch(key: &str) -> Option<(bool, &str)> {
+    let (batch, name) = match (key.strip_prefix(TASK_KEY), key.strip_prefix(BATCH_KEY)) {
         (Some(id), _) => (false, id),
         (_, Some(name)) => (true, name),
         _ => return None,
     };
-    (!name.is_empty()).then(|| Mark {
-        tenant: tenant.unwrap_or_default().to_string(),
-        batch,
-        name: name.to_string(),
-    })
+    (!name.is_empty()).then_some((batch, name))
 }
 
 /// What one message of the bucket's stream does to the marks.
@@ -104,17 +113,44 @@ pub(crate) enum Change {
 /// Reads a message of the bucket's stream (subject `$KV.<bucket>.<key>`).
 pub(crate) fn change(subject: &str, headers: Option<&HeaderMap>) -> Option<Change> {
     let key = subject.strip_prefix(&format!("$KV.{}.", contract::CANCEL_BUCKET))?;
-    let mark = parse_key(key)?;
+    Some(put_or_remove(parse_key(key)?, headers))
+}
+
+/// The subjects of `tenant`'s own marks in its stream:
+/// `tenant.<t>.sched.cancel.` then a key.
+pub(crate) fn own_prefix(tenant: &str) -> String {
+    contract::in_tenant(Some(tenant), &contract::own_cancel_subject(""))
+}
+
+/// Reads a message of `tenant`'s own stream on [`own_prefix`]: a mark of
+/// that tenant's tasks only, whatever the key says.
+pub(crate) fn own_change(
+    tenant: &str,
+    subject: &str,
+    headers: Option<&HeaderMap>,
+) -> Option<Change> {
+    let key = subject.strip_prefix(&own_prefix(tenant))?;
+    let (batch, name) = task_or_batch(key)?;
+    let mark = Mark {
+        tenant: tenant.to_string(),
+        own: true,
+        batch,
+        name: name.to_string(),
+    };
+    Some(put_or_remove(mark, headers))
+}
+
+fn put_or_remove(mark: Mark, headers: Option<&HeaderMap>) -> Change {
     let removed = headers.is_some_and(|h| {
         h.get(MARKER_REASON).is_some()
             || h.get(KV_OPERATION)
                 .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
     });
-    Some(if removed {
+    if removed {
         Change::Remove(mark)
     } else {
         Change::Put(mark)
-    })
+    }
 }
 
 /// The marks of one tenant (or of the fleet account).
@@ -134,27 +170,33 @@ impl Scope {
     }
 }
 
-/// Every mark this node knows, by tenant (`""`: the fleet account).
-type Scopes = HashMap<String, Scope>;
+/// Every mark this node knows, by where it was read (the tenant's own
+/// stream or not) and tenant (`""`: the fleet account).
+type Scopes = HashMap<(bool, String), Scope>;
 
 fn put(scopes: &mut Scopes, mark: Mark) {
-    let scope = scopes.entry(mark.tenant).or_default();
+    let scope = scopes.entry((mark.own, mark.tenant)).or_default();
     scope.set(mark.batch).insert(mark.name);
 }
 
 fn remove(scopes: &mut Scopes, mark: &Mark) {
-    if let Some(scope) = scopes.get_mut(&mark.tenant) {
+    let key = (mark.own, mark.tenant.clone());
+    if let Some(scope) = scopes.get_mut(&key) {
         scope.set(mark.batch).remove(&mark.name);
         if scope.tasks.is_empty() && scope.batches.is_empty() {
-            scopes.remove(&mark.tenant);
+            scopes.remove(&key);
         }
     }
 }
 
 fn marked(scopes: &Scopes, tenant: Option<&str>, id: &str) -> bool {
-    scopes.get(tenant.unwrap_or_default()).is_some_and(|scope| {
-        scope.tasks.contains(id) || batch_of(id).is_some_and(|b| scope.batches.contains(b))
-    })
+    let tenant = tenant.unwrap_or_default();
+    let in_scope = |own: bool| {
+        scopes.get(&(own, tenant.to_string())).is_some_and(|scope| {
+            scope.tasks.contains(id) || batch_of(id).is_some_and(|b| scope.batches.contains(b))
+        })
+    };
+    in_scope(false) || (!tenant.is_empty() && in_scope(true))
 }
 
 /// The cancel marks a node knows, shared by its tasks and its watch.
@@ -215,14 +257,19 @@ impl Marks {
         }
     }
 
-    /// Replaces every mark with those of a fresh read of the bucket.
-    pub(crate) fn replace(&self, marks: impl IntoIterator<Item = Mark>) {
-        let mut fresh = Scopes::new();
-        for mark in marks {
-            put(&mut fresh, mark);
-        }
+    /// Replaces the marks read from one place with those of a fresh read
+    /// of it: the bucket (`own` none), or tenant `own`'s stream.
+    pub(crate) fn replace(&self, own: Option<&str>, marks: impl IntoIterator<Item = Mark>) {
         let mut scopes = self.scopes.write().unwrap_or_else(PoisonError::into_inner);
-        *scopes = fresh;
+        match own {
+            None => scopes.retain(|(own, _), _| *own),
+            Some(tenant) => {
+                scopes.remove(&(true, tenant.to_string()));
+            }
+        }
+        for mark in marks {
+            put(&mut scopes, mark);
+        }
         self.any.store(!scopes.is_empty(), Ordering::Release);
         drop(scopes);
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
@@ -262,165 +309,4 @@ pub(super) async fn commit(ctx: &Ctx<'_>, err: &TaskError) -> AckReply {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    fn mark(tenant: &str, batch: bool, name: &str) -> Mark {
-        Mark {
-            tenant: tenant.into(),
-            batch,
-            name: name.into(),
-        }
-    }
-
-    #[test]
-    fn key_prefixes_are_the_contracts() {
-        assert_eq!(contract::cancel_task_key("x"), format!("{TASK_KEY}x"));
-        assert_eq!(contract::cancel_batch_key("x"), format!("{BATCH_KEY}x"));
-    }
-
-    #[test]
-    fn batch_members_are_name_dot_number() {
-        assert_eq!(batch_of("nightly.7"), Some("nightly"));
-        assert_eq!(batch_of("nightly.0042"), Some("nightly"));
-        for id in [
-            "7",
-            "nightly",
-            "nightly.",
-            ".7",
-            "nightly.x",
-            "nightly.7a",
-            "a.b.1",
-            "nightly.-1",
-            "nightly.+1",
-            "nightly. 1",
-        ] {
-            assert_eq!(batch_of(id), None, "{id}");
-        }
-        let id = contract::batch_task_id("b-1_x", 12);
-        assert_eq!(batch_of(&id), Some("b-1_x"));
-    }
-
-    #[test]
-    fn keys_name_a_task_or_a_batch_of_a_tenant() {
-        assert_eq!(parse_key("task.b.1"), Some(mark("", false, "b.1")));
-        assert_eq!(parse_key("batch.b"), Some(mark("", true, "b")));
-        assert_eq!(
-            parse_key("tenant.alice.task.b.1"),
-            Some(mark("alice", false, "b.1"))
-        );
-        assert_eq!(
-            parse_key("tenant.alice.batch.b"),
-            Some(mark("alice", true, "b"))
-        );
-        // A fleet-account task whose id starts with "tenant." is its own.
-        assert_eq!(
-            parse_key("task.tenant.alice.1"),
-            Some(mark("", false, "tenant.alice.1"))
-        );
-        for key in [
-            "task.",
-            "batch.",
-            "tasks.x",
-            "x",
-            "",
-            "tenant.alice.x.1",
-            "tenant.alice",
-        ] {
-            assert_eq!(parse_key(key), None, "{key}");
-        }
-    }
-
-    #[test]
-    fn puts_mark_and_deletes_purges_and_expiries_unmark() {
-        let subject = "$KV.fleet-cancel.task.b.1";
-        let put = Change::Put(mark("", false, "b.1"));
-        let gone = Change::Remove(mark("", false, "b.1"));
-        assert_eq!(change(subject, None), Some(put.clone()));
-        let with = |name: &str, value: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(name, value);
-            change(subject, Some(&h))
-        };
-        assert_eq!(with("KV-Operation", "DEL"), Some(gone.clone()));
-        assert_eq!(with("KV-Operation", "PURGE"), Some(gone.clone()));
-        assert_eq!(with("Nats-Marker-Reason", "MaxAge"), Some(gone));
-        assert_eq!(with("KV-Operation", "PUT"), Some(put));
-        assert_eq!(change("$KV.other.task.b.1", None), None);
-        assert_eq!(change("$KV.fleet-cancel.junk", None), None);
-    }
-
-    #[test]
-    fn a_task_is_marked_by_its_id_or_its_batch_within_its_tenant() {
-        let marks = Marks::default();
-        assert!(!marks.is_marked(None, "b.1"));
-        marks.apply(Change::Put(mark("", false, "solo")));
-        marks.apply(Change::Put(mark("", true, "night")));
-        marks.apply(Change::Put(mark("alice", false, "b.1")));
-        assert!(marks.is_marked(None, "solo"));
-        assert!(marks.is_marked(None, "night.3"));
-        assert!(!marks.is_marked(None, "night.x"));
-        assert!(!marks.is_marked(None, "nightly.3"));
-        assert!(!marks.is_marked(None, "b.1"), "alice's mark is hers");
-        assert!(marks.is_marked(Some("alice"), "b.1"));
-        assert!(
-            !marks.is_marked(Some("alice"), "solo"),
-            "the fleet's mark is not alice's"
-        );
-        assert!(!marks.is_marked(Some("bob"), "b.1"));
-        marks.apply(Change::Remove(mark("", true, "night")));
-        assert!(!marks.is_marked(None, "night.3"));
-        marks.apply(Change::Remove(mark("", false, "solo")));
-        marks.apply(Change::Remove(mark("alice", false, "b.1")));
-        assert!(
-            !marks.any.load(Ordering::Relaxed),
-            "no marks left: asking is free again"
-        );
-        marks.apply(Change::Remove(mark("", false, "never")));
-        assert!(!marks.any.load(Ordering::Relaxed));
-    }
-
-    #[test]
-    fn a_fresh_read_replaces_every_mark() {
-        let marks = Marks::default();
-        marks.apply(Change::Put(mark("", false, "old")));
-        marks.replace([mark("", false, "new")]);
-        assert!(!marks.is_marked(None, "old"));
-        assert!(marks.is_marked(None, "new"));
-        marks.replace([]);
-        assert!(!marks.any.load(Ordering::Relaxed));
-    }
-
-    #[tokio::test]
-    async fn a_running_task_learns_of_its_mark() {
-        let marks = Arc::new(Marks::default());
-        let waiting = {
-            let marks = marks.clone();
-            tokio::spawn(async move { marks.until_marked(None, "b.2").await })
-        };
-        tokio::task::yield_now().await;
-        marks.apply(Change::Put(mark("", false, "b.1")));
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished(), "another task's mark");
-        marks.apply(Change::Put(mark("", true, "b")));
-        tokio::time::timeout(Duration::from_secs(1), waiting)
-            .await
-            .expect("woken by its batch's mark")
-            .unwrap();
-    }
-
-    #[test]
-    fn a_cancelled_task_is_acked_once_its_result_is_kept_or_refused() {
-        assert_eq!(after_cancel(&Written::Kept), AckReply::Ack);
-        assert_eq!(after_cancel(&Written::AlreadyKept), AckReply::Ack);
-        assert_eq!(after_cancel(&Written::TooLarge("x".into())), AckReply::Ack);
-        assert_eq!(
-            after_cancel(&Written::Failed("timeout".into())),
-            AckReply::Nak(Some(REWRITE_DELAY))
-        );
-        let err = cancelled();
-        assert_eq!((err.code(), err.is_retryable()), (499, false));
-    }
-}
+mod tests;

@@ -122,6 +122,13 @@ async fn execute(
     envelope: &Envelope,
 ) -> Outcome {
     let config = &shared.config;
+    if let Some(tenant) = envelope.tenant.as_deref() {
+        // A tenant's own marks are read before its first task runs.
+        shared
+            .tenant_marks
+            .ensure(&shared.js, &shared.marks, tenant)
+            .await;
+    }
     if shared
         .marks
         .is_marked(envelope.tenant.as_deref(), &envelope.id)

@@ -65,6 +65,8 @@ struct Shared {
     cancel: watch::Receiver<bool>,
     /// The cancel marks of `fleet cancel`, kept in step with the bucket.
     marks: Arc<cancel::Marks>,
+    /// The watches of tenants' own marks (in their own streams).
+    tenant_marks: cancel_watch::Tenants,
     /// Tasks past their handler, publishing the result and acking.
     finishing: Arc<Semaphore>,
     /// Limits per kind and key (`fleet limit`): held tasks and permits.
@@ -152,7 +154,7 @@ impl Node {
         let (cancel_tx, cancel) = watch::channel(false);
         let marks = Arc::new(cancel::Marks::default());
         // Read before the first pull: a cancel issued while no node was up holds.
-        let _watch = cancel_watch::watch(&js, marks.clone()).await;
+        let _watch = cancel_watch::watch(&js, marks.clone(), cancel_watch::Source::Bucket).await;
         let gate =
             gate::Gate::start(&js, &config.name, bound.config.ack_wait, config.concurrency).await;
         let limits = Limits {
@@ -170,6 +172,7 @@ impl Node {
             observer: self.observer.clone(),
             cancel,
             marks,
+            tenant_marks: cancel_watch::Tenants::default(),
             finishing: Arc::new(Semaphore::new(finishing_limit(config.concurrency))),
             gate,
             mover: moves::Mover::default(),

@@ -6,6 +6,7 @@
 
 mod hostile;
 mod roles;
+mod tenant_cancel;
 mod tenant_time;
 mod tenants;
 

@@ -6,7 +6,7 @@
 use super::*;
 
 /// The shipped setup with room for both tenants' schedules, one node.
-fn tenants_up() -> (Secure, NodeProc) {
+pub(super) fn tenants_up() -> (Secure, NodeProc) {
     let s = Secure::start();
     s.setup(&["--tenant", "alice", "--tenant", "bob"]);
     let node = s.node("node1", &["--dev-builtins"]);
@@ -15,7 +15,7 @@ fn tenants_up() -> (Secure, NodeProc) {
 
 /// What `role` reads of its own kept result `results.<id>` (a direct get
 /// through its import): headers and payload.
-fn own_result(s: &Secure, role: Role, id: &str) -> String {
+pub(super) fn own_result(s: &Secure, role: Role, id: &str) -> String {
     let subject = format!("$JS.API.DIRECT.GET.RESULTS.results.{id}");
     let out = s.nats(role, &["req", &subject, ""]);
     // The nats CLI prints the headers on stderr, the payload on stdout.
