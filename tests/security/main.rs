@@ -7,6 +7,7 @@
 mod hostile;
 mod roles;
 mod tenant_time;
+mod tenant_unique;
 mod tenants;
 
 use std::collections::HashSet;

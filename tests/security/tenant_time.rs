@@ -6,7 +6,7 @@
 use super::*;
 
 /// The shipped setup with room for both tenants' schedules, one node.
-fn tenants_up() -> (Secure, NodeProc) {
+pub(super) fn tenants_up() -> (Secure, NodeProc) {
     let s = Secure::start();
     s.setup(&["--tenant", "alice", "--tenant", "bob"]);
     let node = s.node("node1", &["--dev-builtins"]);
