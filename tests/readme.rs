@@ -241,5 +241,8 @@ fn readme_commands_run_as_written() {
             out.lines().any(|l| l.trim() == "hi"),
             "the tenant's direct get: {out}"
         );
+        // A tenant's unique key: refused while held, its holder as read.
+        assert!(out.contains("held by task t3"), "{out}");
+        assert!(out.lines().any(|l| l.trim() == "t3"), "{out}");
     }
 }
