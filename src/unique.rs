@@ -4,7 +4,7 @@
 //! (`sched.unique.<kind>.<key>` in `SCHEDULES_<tenant>`): one protocol,
 //! two [`Place`]s.
 //!
-//! | step                         | write to the key (`$KV.fleet-unique.<kind>.<key>`)                | when                        |
+//! | step                         | write to the key (its subject at the [`Place`])                   | when                        |
 //! |------------------------------|-------------------------------------------------------------------|-----------------------------|
 //! | take (submitter)             | the task id, `Nats-TTL: 24h`, expected last subject seq 0 (or the marker's) | before publishing the task |
 //! | taken by another             | nothing: the holder's id is read and reported                     | the value is another id     |
