@@ -360,6 +360,29 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_says_what_to_do_where_the_key_is() {
+        let err = |place: &Place, kind| write_error(place, "echo.k", PublishError::new(kind));
+        let missing = err(&Place::tenant("alice"), PublishErrorKind::StreamNotFound);
+        assert_eq!(missing.kind(), ErrorKind::NotSetUp);
+        assert!(
+            missing.to_string().contains("fleet setup --tenant alice"),
+            "{missing}"
+        );
+        let missing = err(&Place::fleet(), PublishErrorKind::StreamNotFound);
+        assert!(
+            missing.to_string().contains("run `fleet setup`"),
+            "{missing}"
+        );
+        // A tenant's connection that did not name its tenant: the server
+        // drops its publish to the fleet's bucket.
+        let dropped = err(&Place::fleet(), PublishErrorKind::TimedOut);
+        assert_eq!(dropped.kind(), ErrorKind::Connection);
+        assert!(dropped.to_string().contains("--tenant"), "{dropped}");
+        let slow = err(&Place::tenant("alice"), PublishErrorKind::TimedOut);
+        assert!(!slow.to_string().contains("--tenant"), "{slow}");
+    }
+
+    #[test]
     fn a_freed_key_leaves_a_short_lived_purge_marker() {
         let h = purge_headers();
         assert_eq!(h.get("KV-Operation").map(|v| v.as_str()), Some("PURGE"));
