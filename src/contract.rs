@@ -254,6 +254,12 @@ pub mod api {
         format!("{}.CONSUMER.MSG.NEXT.{stream}.{consumer}", prefix(domain))
     }
 
+    /// The direct get (ADR-31) of `stream`: `$JS.API.DIRECT.GET.<stream>`,
+    /// followed by `.<subject>` for the last message on one subject.
+    pub fn direct_get(stream: &str) -> String {
+        format!("{}.DIRECT.GET.{stream}", prefix(None))
+    }
+
     /// The advisory the server sends when `consumer` of `stream` is paused
     /// or resumed (by hand or at its time).
     pub fn consumer_pause_advisory(stream: &str, consumer: &str) -> String {
@@ -417,6 +423,20 @@ pub fn tenant_schedules_stream(tenant: &str) -> String {
 pub fn due_subject(kind: &str) -> String {
     format!("{DUE_PREFIX}{kind}")
 }
+
+/// A tenant's unique key `<kind>.<key>` in its own schedule stream
+/// `SCHEDULES_<tenant>`, as the tenant names it: `sched.unique.<kind>.<key>`
+/// (a plain message holding the id of the task that took it; never a
+/// schedule).
+pub fn tenant_unique_subject(name: &str) -> String {
+    format!("{SCHEDULE_PREFIX}unique.{name}")
+}
+
+/// Names a schedule may not have: `sched.<name>.` is also where a
+/// schedule's occurrences are named (`sched.<name>.<seq>`), and these
+/// tokens under `sched.` hold what is not a schedule (a tenant's unique
+/// keys, its cancel marks).
+pub const RESERVED_SCHEDULE_NAMES: [&str; 2] = ["unique", "cancel"];
 
 /// The record of a batch of delayed tasks in `SCHEDULES` (a plain message,
 /// never fired): how many tasks, of which kind, for when; what `fleet

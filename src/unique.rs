@@ -1,7 +1,10 @@
-//! Unique tasks: the key `<kind>.<key>` of the `fleet-unique` bucket holds
-//! the id of the one task that may be queued or running with it.
+//! Unique tasks: the key `<kind>.<key>` holds the id of the one task that
+//! may be queued or running with it. The fleet account's keys are in the
+//! `fleet-unique` bucket, a tenant's in its own schedule stream
+//! (`sched.unique.<kind>.<key>` in `SCHEDULES_<tenant>`): one protocol,
+//! two [`Place`]s.
 //!
-//! | step                         | write to `$KV.fleet-unique.<kind>.<key>`                          | when                        |
+//! | step                         | write to the key (its subject at the [`Place`])                   | when                        |
 //! |------------------------------|-------------------------------------------------------------------|-----------------------------|
 //! | take (submitter)             | the task id, `Nats-TTL: 24h`, expected last subject seq 0 (or the marker's) | before publishing the task |
 //! | taken by another             | nothing: the holder's id is read and reported                     | the value is another id     |
@@ -13,8 +16,9 @@
 //! key exactly one wins, and a node never frees a key another task holds.
 //! The writes are raw JetStream publishes rather than async-nats's
 //! key-value calls: `create_with_ttl` over a deleted or expired key drops
-//! the TTL (async-nats 0.51), and a node may not read the bucket's stream
-//! info. Reads are direct gets of the one subject.
+//! the TTL (async-nats 0.51), a node may not read the bucket's stream
+//! info, and a tenant's keys are no bucket. Reads are direct gets of the
+//! one subject.
 //!
 //! The `Nats-TTL` of a taken key ([`SAFETY_TTL`]) frees it even when nobody
 //! else does: a submitter that died between taking and publishing, a task
@@ -28,9 +32,12 @@ use async_nats::jetstream::Context;
 use async_nats::{HeaderMap, Message, StatusCode};
 use bytes::Bytes;
 
-use crate::contract::{self, header};
+use crate::contract::header;
 use crate::control::unique_name;
 use crate::error::{Error, ErrorKind};
+
+mod place;
+pub use place::Place;
 
 /// How long a key stays taken when nobody frees it: as long as `RESULTS`
 /// keeps a result. A task queued or running longer loses its key.
@@ -129,25 +136,15 @@ fn read_last(msg: &Message) -> Result<Option<Last>, String> {
     Ok(Some(Last { seq, holder }))
 }
 
-/// The subject of key `name` in the bucket.
-fn key_subject(name: &str) -> String {
-    format!("$KV.{}.{name}", contract::UNIQUE_BUCKET)
-}
-
-async fn last(js: &Context, name: &str) -> Result<Option<Last>, Error> {
-    let stream = format!("KV_{}", contract::UNIQUE_BUCKET);
-    let subject = format!("$JS.API.DIRECT.GET.{stream}.{}", key_subject(name));
-    let msg = js
-        .client()
-        .request(subject, Bytes::new())
-        .await
-        .map_err(|e| {
-            Error::with_source(
-                ErrorKind::Connection,
-                format!("reading unique key {name}"),
-                e,
-            )
-        })?;
+async fn last(js: &Context, place: &Place, name: &str) -> Result<Option<Last>, Error> {
+    let (subject, body) = place.read_request(name);
+    let msg = js.client().request(subject, body).await.map_err(|e| {
+        Error::with_source(
+            ErrorKind::Connection,
+            format!("reading unique key {name}"),
+            e,
+        )
+    })?;
     read_last(&msg).map_err(|why| {
         Error::new(
             ErrorKind::Connection,
@@ -158,10 +155,14 @@ async fn last(js: &Context, name: &str) -> Result<Option<Last>, Error> {
 
 async fn write(
     js: &Context,
+    place: &Place,
     name: &str,
     publish: PublishMessage,
 ) -> Result<Option<u64>, PublishError> {
-    let ack = js.send_publish(key_subject(name), publish).await?.await;
+    let ack = js
+        .send_publish(place.publish_subject(name), publish)
+        .await?
+        .await;
     match ack {
         Ok(ack) => Ok(Some(ack.sequence)),
         Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
@@ -169,27 +170,34 @@ async fn write(
     }
 }
 
-fn write_error(name: &str, err: PublishError) -> Error {
+fn write_error(place: &Place, name: &str, err: PublishError) -> Error {
     let kind = match err.kind() {
         PublishErrorKind::StreamNotFound => ErrorKind::NotSetUp,
         _ => ErrorKind::Connection,
     };
-    let hint = if kind == ErrorKind::NotSetUp {
-        " (no fleet-unique bucket: run `fleet setup`)"
-    } else {
-        ""
+    let hint = match (kind, err.kind()) {
+        (ErrorKind::NotSetUp, _) => format!(" ({})", place.set_up_by()),
+        // What a tenant's connection that did not say so meets: its
+        // server drops the publish to the fleet's bucket.
+        (_, PublishErrorKind::TimedOut) if *place == Place::fleet() => {
+            " (on a tenant's connection, name the tenant: --tenant)".to_string()
+        }
+        _ => String::new(),
     };
     Error::with_source(kind, format!("writing unique key {name}{hint}"), err)
 }
 
-/// Takes key `key` of `kind` for task `task_id`, for at most `ttl`.
+/// Takes key `key` of `kind` at `place` for task `task_id`, for at most
+/// `ttl`.
 ///
 /// # Errors
 /// [`ErrorKind::Usage`] for a kind or key that cannot name a key;
-/// [`ErrorKind::NotSetUp`] without the bucket; [`ErrorKind::Connection`]
-/// when a write or read fails, or the key stays contended.
+/// [`ErrorKind::NotSetUp`] without the bucket (the tenant's stream);
+/// [`ErrorKind::Connection`] when a write or read fails, or the key stays
+/// contended.
 pub async fn claim(
     js: &Context,
+    place: &Place,
     kind: &str,
     key: &str,
     task_id: &str,
@@ -202,13 +210,13 @@ pub async fn claim(
             .payload(Bytes::from(task_id.to_string()))
             .ttl(ttl)
             .expected_last_subject_sequence(expect);
-        if let Some(revision) = write(js, &name, publish)
+        if let Some(revision) = write(js, place, &name, publish)
             .await
-            .map_err(|e| write_error(&name, e))?
+            .map_err(|e| write_error(place, &name, e))?
         {
             return Ok(Claim::Taken { revision });
         }
-        match next_step(last(js, &name).await?.as_ref(), task_id) {
+        match next_step(last(js, place, &name).await?.as_ref(), task_id) {
             Step::Write { expect: next } => expect = next,
             Step::Ours { revision } => return Ok(Claim::Taken { revision }),
             Step::Held(holder) => return Ok(Claim::Held { holder }),
@@ -220,20 +228,21 @@ pub async fn claim(
     ))
 }
 
-/// Frees key `key` of `kind` if task `task_id` still holds it: at once, or
-/// after `hold_for` (the key is written again with that TTL).
+/// Frees key `key` of `kind` at `place` if task `task_id` still holds it:
+/// at once, or after `hold_for` (the key is written again with that TTL).
 ///
 /// # Errors
 /// As [`claim`].
 pub async fn release(
     js: &Context,
+    place: &Place,
     kind: &str,
     key: &str,
     task_id: &str,
     hold_for: Option<Duration>,
 ) -> Result<Released, Error> {
     let name = unique_name(kind, key).map_err(|why| Error::new(ErrorKind::Usage, why))?;
-    let revision = match next_step(last(js, &name).await?.as_ref(), task_id) {
+    let revision = match next_step(last(js, place, &name).await?.as_ref(), task_id) {
         Step::Ours { revision } => revision,
         Step::Write { .. } | Step::Held(_) => return Ok(Released::NotOurs),
     };
@@ -244,27 +253,33 @@ pub async fn release(
         None => PublishMessage::build().headers(purge_headers()),
     }
     .expected_last_subject_sequence(revision);
-    match write(js, &name, publish)
+    match write(js, place, &name, publish)
         .await
-        .map_err(|e| write_error(&name, e))?
+        .map_err(|e| write_error(place, &name, e))?
     {
         None => Ok(Released::NotOurs),
         Some(_) => Ok(hold_for.map_or(Released::Freed, Released::HeldFor)),
     }
 }
 
-/// Frees a key taken at `revision` whose task was never stored.
+/// Frees a key at `place` taken at `revision` whose task was never stored.
 ///
 /// # Errors
 /// As [`claim`].
-pub async fn undo(js: &Context, kind: &str, key: &str, revision: u64) -> Result<(), Error> {
+pub async fn undo(
+    js: &Context,
+    place: &Place,
+    kind: &str,
+    key: &str,
+    revision: u64,
+) -> Result<(), Error> {
     let name = unique_name(kind, key).map_err(|why| Error::new(ErrorKind::Usage, why))?;
     let publish = PublishMessage::build()
         .headers(purge_headers())
         .expected_last_subject_sequence(revision);
-    write(js, &name, publish)
+    write(js, place, &name, publish)
         .await
-        .map_err(|e| write_error(&name, e))?;
+        .map_err(|e| write_error(place, &name, e))?;
     Ok(())
 }
 
@@ -345,8 +360,30 @@ mod tests {
     }
 
     #[test]
-    fn keys_live_under_the_bucket() {
-        assert_eq!(key_subject("echo.r-1"), "$KV.fleet-unique.echo.r-1");
+    fn a_failed_write_says_what_to_do_where_the_key_is() {
+        let err = |place: &Place, kind| write_error(place, "echo.k", PublishError::new(kind));
+        let missing = err(&Place::tenant("alice"), PublishErrorKind::StreamNotFound);
+        assert_eq!(missing.kind(), ErrorKind::NotSetUp);
+        assert!(
+            missing.to_string().contains("fleet setup --tenant alice"),
+            "{missing}"
+        );
+        let missing = err(&Place::fleet(), PublishErrorKind::StreamNotFound);
+        assert!(
+            missing.to_string().contains("run `fleet setup`"),
+            "{missing}"
+        );
+        // A tenant's connection that did not name its tenant: the server
+        // drops its publish to the fleet's bucket.
+        let dropped = err(&Place::fleet(), PublishErrorKind::TimedOut);
+        assert_eq!(dropped.kind(), ErrorKind::Connection);
+        assert!(dropped.to_string().contains("--tenant"), "{dropped}");
+        let slow = err(&Place::tenant("alice"), PublishErrorKind::TimedOut);
+        assert!(!slow.to_string().contains("--tenant"), "{slow}");
+    }
+
+    #[test]
+    fn a_freed_key_leaves_a_short_lived_purge_marker() {
         let h = purge_headers();
         assert_eq!(h.get("KV-Operation").map(|v| v.as_str()), Some("PURGE"));
         assert_eq!(h.get("Nats-TTL").map(|v| v.as_str()), Some("60"));

@@ -245,5 +245,8 @@ fn readme_commands_run_as_written() {
             out.contains("held.1: cancelled: marked; its schedule fires now"),
             "the tenant's cancel: {out}"
         );
+        // A tenant's unique key: refused while held, its holder as read.
+        assert!(out.contains("held by task t3"), "{out}");
+        assert!(out.lines().any(|l| l.trim() == "t3"), "{out}");
     }
 }

@@ -356,9 +356,9 @@ pub(crate) struct SubmitArgs {
     /// scheduled, and exit (collect them later with `fleet results`).
     #[arg(long)]
     pub(crate) no_wait: bool,
-    /// With --delay or --at on a tenant's connection: the tenant's name, as
-    /// the server maps its subjects (tenant.NAME.…); its schedules fire
-    /// into its own space.
+    /// On a tenant's connection, with --delay, --at or --unique: the
+    /// tenant's name, as the server maps its subjects (tenant.NAME.…); its
+    /// schedules fire into its own space, its unique keys are its own.
     #[arg(long, env = "FLEET_TENANT")]
     pub(crate) tenant: Option<String>,
     #[command(flatten)]

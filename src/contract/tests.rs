@@ -12,6 +12,7 @@ fn subjects_follow_the_contract() {
     assert_eq!(due_subject("image.resize"), "due.image.resize");
     assert_eq!(batch_record_subject("nightly"), "sched.batch.nightly");
     assert_eq!(occurrence_task_id("report", 42), "sched.report.42");
+    assert_eq!(tenant_unique_subject("echo.r-1"), "sched.unique.echo.r-1");
     assert_eq!(cancel_task_key("nightly.7"), "task.nightly.7");
     assert_eq!(cancel_batch_key("nightly"), "batch.nightly");
     assert_eq!(

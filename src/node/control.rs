@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 use super::commit::{self, Ctx};
 use super::decide::{self, AckReply};
 use crate::error::TaskError;
-use crate::unique::{self, Released};
+use crate::unique::{self, Place, Released};
 
 /// Keeps the `408 expired` result of a task that was not started in time;
 /// returns how to end the delivery.
@@ -24,19 +24,22 @@ pub(super) async fn expire(ctx: &Ctx<'_>, err: &TaskError) -> AckReply {
     ack
 }
 
-/// Frees the task's unique key, if it holds one and still holds it (a
-/// tenant's task never does: unique keys are the fleet account's). A
-/// site's task run from the centre leaves its key to expire (after its
-/// TTL): the key is in the site's bucket, out of reach of a plain publish.
+/// Frees the task's unique key, if it holds one and still holds it: in the
+/// fleet's bucket, or for a tenant's task in the stream of the tenant its
+/// subject is under (never one a header names). A site's task run from
+/// the centre leaves its key to expire (after its TTL): the key is in the
+/// site's bucket, out of reach of a plain publish.
 pub(super) async fn release_key(ctx: &Ctx<'_>) {
     let Some(held) = &ctx.envelope.control.unique else {
         return;
     };
-    if ctx.envelope.tenant.is_some() || ctx.shared.config.edge.domain.is_some() {
+    if ctx.shared.config.edge.domain.is_some() {
         return;
     }
     let id = &ctx.envelope.id;
-    match unique::release(&ctx.shared.js, ctx.kind, &held.key, id, held.hold_for).await {
+    let place = Place::of_task(ctx.envelope.tenant.as_deref());
+    let js = &ctx.shared.js;
+    match unique::release(js, &place, ctx.kind, &held.key, id, held.hold_for).await {
         Ok(Released::Freed) => debug!(task = %id, key = %held.key, "unique key freed"),
         Ok(Released::HeldFor(d)) => {
             debug!(task = %id, key = %held.key, for_ = ?d, "unique key kept for a while")

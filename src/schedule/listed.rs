@@ -249,6 +249,10 @@ mod tests {
         ];
         assert!(Schedule::read(&stored("sched.task.b.1", 1, "", &full)).is_none());
         assert!(Schedule::read(&stored("sched.cron.a.b", 1, "", &full)).is_none());
+        // A tenant's unique key (even one forged to look like a schedule).
+        let key = crate::contract::tenant_unique_subject("echo.x");
+        assert!(Schedule::read(&stored(&key, 1, "", &full)).is_none());
+        assert!(Schedule::read(&stored("sched.unique.x", 1, "", &full)).is_none());
         let odd = [("Nats-Schedule", "@daily"), ("Nats-Schedule-Target", "x")];
         assert!(Schedule::read(&stored("sched.cron.x", 1, "", &odd)).is_none());
     }

@@ -131,12 +131,17 @@ pub fn ttl_value(d: Duration) -> String {
 }
 
 /// Checks a schedule's name: one subject token of letters, digits, `-`
-/// and `_`, at most [`MAX_NAME_BYTES`].
+/// and `_`, at most [`MAX_NAME_BYTES`], and none of
+/// [`contract::RESERVED_SCHEDULE_NAMES`].
 ///
 /// # Errors
 /// [`ErrorKind::Usage`] saying what is wrong.
 pub fn check_name(name: &str) -> Result<(), Error> {
-    if contract::is_name_token(name, MAX_NAME_BYTES) {
+    if contract::RESERVED_SCHEDULE_NAMES.contains(&name) {
+        Err(usage(format!(
+            "schedule name {name:?} is reserved (sched.{name}. holds what is not a schedule): choose another"
+        )))
+    } else if contract::is_name_token(name, MAX_NAME_BYTES) {
         Ok(())
     } else {
         Err(usage(format!(
@@ -288,6 +293,8 @@ mod tests {
             ">",
             "é",
             &"x".repeat(MAX_NAME_BYTES + 1),
+            "unique",
+            "cancel",
         ] {
             assert_eq!(
                 check_name(bad).unwrap_err().kind(),

@@ -21,7 +21,7 @@ use crate::contract::header;
 use crate::control::{self, UniqueKey};
 use crate::error::{Error, ErrorKind};
 use crate::priority::Priority;
-use crate::unique::{self, Claim, SAFETY_TTL};
+use crate::unique::{self, Claim, Place, SAFETY_TTL};
 
 /// What each task of a submission is controlled by. `..Default::default()`
 /// fills what you do not set.
@@ -103,6 +103,9 @@ pub(super) fn headers(controls: &TaskControls, now: SystemTime) -> Vec<(&'static
 /// The unique keys a submission's tasks took, until their tasks are stored.
 pub(super) struct Keys {
     js: Context,
+    /// The fleet's bucket, or the tenant's own stream on a tenant's
+    /// connection.
+    place: Place,
     kind: String,
     unique: Option<UniqueKey>,
     /// Task number to the revision of its key, for tasks not yet stored.
@@ -110,9 +113,15 @@ pub(super) struct Keys {
 }
 
 impl Keys {
-    pub(super) fn new(client: Client, kind: &str, controls: &TaskControls) -> Self {
+    pub(super) fn new(
+        client: Client,
+        tenant: Option<&str>,
+        kind: &str,
+        controls: &TaskControls,
+    ) -> Self {
         Keys {
             js: jetstream::new(client),
+            place: tenant.map_or_else(Place::fleet, Place::tenant),
             kind: kind.to_string(),
             unique: controls.unique.clone(),
             taken: HashMap::new(),
@@ -123,7 +132,8 @@ impl Keys {
     /// one; `Some(status)` when the task must not be published.
     pub(super) async fn claim(&mut self, n: u64, task_id: &str) -> Option<TaskStatus> {
         let unique = self.unique.as_ref()?;
-        match unique::claim(&self.js, &self.kind, &unique.key, task_id, SAFETY_TTL).await {
+        let (place, kind) = (&self.place, &self.kind);
+        match unique::claim(&self.js, place, kind, &unique.key, task_id, SAFETY_TTL).await {
             Ok(Claim::Taken { revision }) => {
                 self.taken.insert(n, revision);
                 None
@@ -143,7 +153,8 @@ impl Keys {
         let (Some(unique), Some(revision)) = (&self.unique, self.taken.remove(&n)) else {
             return;
         };
-        if let Err(err) = unique::undo(&self.js, &self.kind, &unique.key, revision).await {
+        let (place, kind) = (&self.place, &self.kind);
+        if let Err(err) = unique::undo(&self.js, place, kind, &unique.key, revision).await {
             warn!(%err, key = %unique.key, "could not free the unique key of a task never stored; it frees itself after 24h");
         }
     }

@@ -91,7 +91,12 @@ impl Run {
             stats,
             sweep_until: None,
             last_sweep: Instant::now(),
-            keys: Keys::new(client.clone(), &config.kind, &config.controls),
+            keys: Keys::new(
+                client.clone(),
+                config.tenant.as_deref(),
+                &config.kind,
+                &config.controls,
+            ),
             client,
             config,
             batch,

@@ -8,6 +8,7 @@ mod hostile;
 mod roles;
 mod tenant_cancel;
 mod tenant_time;
+mod tenant_unique;
 mod tenants;
 
 use std::collections::HashSet;
