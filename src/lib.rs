@@ -46,7 +46,7 @@
 //!
 //! | layer | module | what |
 //! |---|---|---|
-//! | 9 | [`status`], [`dead`], [`cancel`] | the read side: queue depth and groups; dead letters; cancelling tasks |
+//! | 9 | [`status`], [`dead`], [`cancel`] | the read side: queue depth and groups; dead letters; cancelling tasks (the fleet's bucket of marks, or a tenant's own stream) |
 //! | 8 | [`schedule`] (`listed`, `manage`, `space`) | recurring schedules: reading them and their last runs, adding and removing them; a tenant's names in its own stream |
 //! | 7 | `node`, `submit` | the node (pull, lifecycle, pure decisions, metrics, the gate of limits), the submitter (window, events; delayed batches, collecting results) |
 //! | 6 | [`handlers`] | the [`Handler`] trait and [`Registry`]; built-ins; exec handlers |

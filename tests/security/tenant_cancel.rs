@@ -87,6 +87,38 @@ fn a_tenant_cancels_its_running_and_delayed_tasks() {
         !kept.contains("never-echoed"),
         "the delayed task ran: {kept}"
     );
+    // A delayed batch, cancelled as a whole: each of its tasks is brought
+    // forward and ends as 499.
+    let out = s.fleet(
+        Role::Alice,
+        &[
+            "submit",
+            "echo",
+            "--delay",
+            "1h",
+            "--tenant",
+            "alice",
+            "--batch",
+            "lb",
+            "--no-wait",
+        ],
+        b"one\ntwo\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines = cancel_as(&s, Role::Alice, &["--tenant", "alice", "--batch", "lb"]);
+    let fired: Vec<_> = lines
+        .iter()
+        .filter(|l| l["outcome"] == "fired")
+        .filter_map(|l| l["id"].as_str())
+        .collect();
+    assert_eq!(fired, ["lb.1", "lb.2"], "{lines:?}");
+    for id in fired {
+        let kept = eventually(Duration::from_secs(10), "the 499 of a batch's task", || {
+            let got = own_result(&s, Role::Alice, id);
+            got.contains("Nats-Service-Error-Code").then_some(got)
+        });
+        assert!(kept.contains("499"), "{id}: {kept}");
+    }
     // Asked again, it says how it ended and changes nothing.
     let lines = cancel_as(&s, Role::Alice, &["--tenant", "alice", "later.1"]);
     assert_eq!(
