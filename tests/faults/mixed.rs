@@ -117,7 +117,7 @@ fn cancel_as_admin(
 ) {
     let mut args = vec!["cancel", "--json"];
     if let Some(t) = tenant {
-        args.extend(["--tenant", t]);
+        args.extend(["--for-tenant", t]);
     }
     args.extend(ids.iter().map(String::as_str));
     let out = s.secure.fleet(Role::Admin, &args, b"");
