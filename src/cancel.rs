@@ -123,21 +123,38 @@ pub async fn cancel(
     ids: &[String],
 ) -> Result<Vec<Cancelled>, Error> {
     check_tenant(tenant)?;
+    each(js, tenant, ids, |id| async move {
+        mark(
+            js,
+            &contract::in_tenant(tenant, &contract::cancel_task_key(&id)),
+        )
+        .await?;
+        withdraw(js, tenant, &id).await
+    })
+    .await
+}
+
+/// Cancels each of `ids` (checked first: a malformed one changes nothing)
+/// whose result `kept_in` (as [`kept_result`] reads it) does not keep yet
+/// with `take_back`, in order; stops at the first error.
+async fn each<F, Fut>(
+    js: &Context,
+    kept_in: Option<&str>,
+    ids: &[String],
+    mut take_back: F,
+) -> Result<Vec<Cancelled>, Error>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Outcome, Error>>,
+{
     for id in ids {
         check_task_id(id).map_err(|e| Error::new(ErrorKind::Usage, e.message().to_string()))?;
     }
     let mut done = Vec::with_capacity(ids.len());
     for id in ids {
-        let outcome = match kept_result(js, tenant, id).await? {
+        let outcome = match kept_result(js, kept_in, id).await? {
             Some(finished) => Outcome::AlreadyFinished(finished),
-            None => {
-                mark(
-                    js,
-                    &contract::in_tenant(tenant, &contract::cancel_task_key(id)),
-                )
-                .await?;
-                withdraw(js, tenant, id).await?
-            }
+            None => take_back(id.clone()).await?,
         };
         done.push(Cancelled {
             id: id.clone(),

@@ -395,12 +395,9 @@ fn the_node_role_reads_marks_but_cannot_change_them() {
     let dir = s.server.dir.path();
     std::fs::write(dir.join("in"), "30s\n30s\n").unwrap();
     let out = dir.join("out.jsonl");
-    let flags = Role::Alice.flags();
-    let mut args = vec!["sleep", "--json", "--batch", "tb", "--timeout", "20s"];
-    args.extend(flags.iter().map(String::as_str));
-    let mut submit = KillOnDrop(fleet_testkit::process::spawn_submit_at(
-        &s.server.url(),
-        &args,
+    let mut submit = KillOnDrop(s.submit_in_background(
+        Role::Alice,
+        &["sleep", "--json", "--batch", "tb", "--timeout", "20s"],
         &dir.join("in"),
         &out,
     ));

@@ -28,8 +28,7 @@
 use async_nats::jetstream::Context;
 use async_nats::{Client, HeaderMap};
 
-use super::{kept_result, BatchCancelled, Cancelled, Outcome, MARK_VALUE};
-use crate::check::check_task_id;
+use super::{each, BatchCancelled, Cancelled, Outcome, MARK_VALUE};
 use crate::contract::{self, header};
 use crate::direct::{self, Stored};
 use crate::error::{Error, ErrorKind};
@@ -46,25 +45,13 @@ const BATCH_LIMIT: usize = 100_000;
 /// answer. Ids before the one that failed are cancelled.
 pub async fn cancel(js: &Context, tenant: &str, ids: &[String]) -> Result<Vec<Cancelled>, Error> {
     check(tenant)?;
-    for id in ids {
-        check_task_id(id).map_err(|e| Error::new(ErrorKind::Usage, e.message().to_string()))?;
-    }
-    let mut done = Vec::with_capacity(ids.len());
-    for id in ids {
-        // Read as the tenant names it: its import maps the direct get.
-        let outcome = match kept_result(js, None, id).await? {
-            Some(finished) => Outcome::AlreadyFinished(finished),
-            None => {
-                mark(js, tenant, &contract::cancel_task_key(id)).await?;
-                bring_forward(js, tenant, id).await?
-            }
-        };
-        done.push(Cancelled {
-            id: id.clone(),
-            outcome,
-        });
-    }
-    Ok(done)
+    // Results are read as the tenant names them: its import maps the
+    // direct get.
+    each(js, None, ids, |id| async move {
+        mark(js, tenant, &contract::cancel_task_key(&id)).await?;
+        bring_forward(js, tenant, &id).await
+    })
+    .await
 }
 
 /// Cancels every task of `batch` of `tenant`, on the tenant's own

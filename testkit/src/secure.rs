@@ -101,6 +101,21 @@ impl Secure {
         fleet_at(&self.server.url(), &all, stdin)
     }
 
+    /// `fleet submit ARGS` as `role` in the background: standard input from
+    /// `input`, standard output to `out`.
+    pub fn submit_in_background(
+        &self,
+        role: Role,
+        args: &[&str],
+        input: &std::path::Path,
+        out: &std::path::Path,
+    ) -> std::process::Child {
+        let flags = role.flags();
+        let mut all = args.to_vec();
+        all.extend(flags.iter().map(String::as_str));
+        crate::process::spawn_submit_at(&self.server.url(), &all, input, out)
+    }
+
     /// A `fleet node` as the node role, credentials in its environment (as
     /// a service manager gives them), ready when this returns.
     pub fn node(&self, name: &str, args: &[&str]) -> NodeProc {

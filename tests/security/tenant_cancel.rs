@@ -15,6 +15,25 @@ fn cancel_as(s: &Secure, role: Role, args: &[&str]) -> Vec<serde_json::Value> {
     json_lines(&out.stdout)
 }
 
+/// alice's `fleet submit --delay 1h --batch BATCH --no-wait` of `payloads`
+/// (or of `stdin`'s lines).
+fn delay_an_hour(s: &Secure, batch: &str, payloads: &[&str], stdin: &[u8]) {
+    let mut args = vec![
+        "submit",
+        "echo",
+        "--delay",
+        "1h",
+        "--tenant",
+        "alice",
+        "--batch",
+        batch,
+        "--no-wait",
+    ];
+    args.extend_from_slice(payloads);
+    let out = s.fleet(Role::Alice, &args, stdin);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 /// alice stops her running task and takes back her delayed one: both end as
 /// `499 cancelled`, once, and neither runs to its end.
 #[test]
@@ -23,12 +42,9 @@ fn a_tenant_cancels_its_running_and_delayed_tasks() {
     let dir = s.server.dir.path();
     std::fs::write(dir.join("in"), "30s\n").unwrap();
     let out = dir.join("out.jsonl");
-    let flags = Role::Alice.flags();
-    let mut args = vec!["sleep", "--json", "--batch", "nap", "--timeout", "20s"];
-    args.extend(flags.iter().map(String::as_str));
-    let mut submit = KillOnDrop(fleet_testkit::process::spawn_submit_at(
-        &s.server.url(),
-        &args,
+    let mut submit = KillOnDrop(s.submit_in_background(
+        Role::Alice,
+        &["sleep", "--json", "--batch", "nap", "--timeout", "20s"],
         &dir.join("in"),
         &out,
     ));
@@ -59,23 +75,7 @@ fn a_tenant_cancels_its_running_and_delayed_tasks() {
 
     // A delayed task, an hour away: its schedule is brought forward and the
     // node keeps its 499 at once.
-    let out = s.fleet(
-        Role::Alice,
-        &[
-            "submit",
-            "echo",
-            "--delay",
-            "1h",
-            "--tenant",
-            "alice",
-            "--batch",
-            "later",
-            "--no-wait",
-            "never-echoed",
-        ],
-        b"",
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    delay_an_hour(&s, "later", &["never-echoed"], b"");
     let lines = cancel_as(&s, Role::Alice, &["--tenant", "alice", "later.1"]);
     assert_eq!(lines[0]["outcome"], "fired", "{lines:?}");
     let kept = eventually(Duration::from_secs(10), "the 499 of later.1", || {
@@ -89,22 +89,7 @@ fn a_tenant_cancels_its_running_and_delayed_tasks() {
     );
     // A delayed batch, cancelled as a whole: each of its tasks is brought
     // forward and ends as 499.
-    let out = s.fleet(
-        Role::Alice,
-        &[
-            "submit",
-            "echo",
-            "--delay",
-            "1h",
-            "--tenant",
-            "alice",
-            "--batch",
-            "lb",
-            "--no-wait",
-        ],
-        b"one\ntwo\n",
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    delay_an_hour(&s, "lb", &[], b"one\ntwo\n");
     let lines = cancel_as(&s, Role::Alice, &["--tenant", "alice", "--batch", "lb"]);
     let fired: Vec<_> = lines
         .iter()
