@@ -113,13 +113,6 @@ impl Batcher {
         effect
     }
 
-    /// Stops awaiting replies for the tasks `numbers` (sent again as new
-    /// messages).
-    pub(crate) fn forget(&mut self, numbers: &[u64]) {
-        self.unconfirmed
-            .retain(|_, n| numbers.binary_search(n).is_err());
-    }
-
     /// Whether a batch's end is awaited.
     pub(crate) fn ending(&self) -> bool {
         self.ending.is_some()

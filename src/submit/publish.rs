@@ -286,11 +286,13 @@ impl Outbox {
         if !self.batcher.ending() {
             self.ending_since = None;
         }
-        for n in &effect.stored {
-            self.pending.remove(n);
+        // A task sent twice may be confirmed twice: it is stored once.
+        let mut stored = effect.stored;
+        stored.retain(|n| self.pending.remove(n).is_some());
+        for n in &stored {
             self.refusals.remove(n);
         }
-        heard.stored = effect.stored;
+        heard.stored = stored;
         heard.no_stream = effect.no_stream;
         let mut resend = effect.resend;
         if let Some((n, code, description)) = effect.refused {
@@ -362,8 +364,10 @@ impl Outbox {
 
     /// Standing alone, a message has no batch end to wait for: one whose
     /// PubAck has not come within [`END_WITHIN`] (lost with a server or a
-    /// connection) goes again. A late PubAck of the old copy is then not
-    /// read as the new one's: its sequence is dropped.
+    /// connection) goes again, and the PubAck of either copy confirms it.
+    /// (Dropping the old copy's sequence instead kept a task unconfirmed
+    /// for minutes through a link that stalled every few seconds: each
+    /// copy's PubAck came after the next copy had replaced it.)
     async fn resend_unanswered(&mut self, now: tokio::time::Instant) -> Result<(), Error> {
         let mut unanswered: Vec<u64> = self
             .pending
@@ -380,7 +384,6 @@ impl Outbox {
             tasks = unanswered.len(),
             "no PubAck within {END_WITHIN:?}: sent again"
         );
-        self.batcher.forget(&unanswered);
         self.resend(unanswered).await
     }
 
