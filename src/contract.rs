@@ -170,6 +170,34 @@ pub mod header {
     /// from a task into a dead letter, a replay or a result.
     pub const NATS_PREFIX: &str = "nats-";
 
+    /// Whether `name` is one of JetStream's own headers ([`NATS_PREFIX`],
+    /// any case), checked without allocating.
+    pub fn is_server(name: &str) -> bool {
+        name.get(..NATS_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(NATS_PREFIX))
+    }
+
+    /// A copy of `from`'s headers without JetStream's own (but those named
+    /// in `keep`) and without those named in `drop` (names in any case).
+    pub fn copy_own(
+        from: &async_nats::HeaderMap,
+        keep: &[&str],
+        drop: &[&str],
+    ) -> async_nats::HeaderMap {
+        let named = |list: &[&str], n: &str| list.iter().any(|k| k.eq_ignore_ascii_case(n));
+        let mut out = async_nats::HeaderMap::new();
+        for (name, values) in from.iter() {
+            let n: &str = name.as_ref();
+            if (is_server(n) && !named(keep, n)) || named(drop, n) {
+                continue;
+            }
+            for value in values {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        out
+    }
+
     /// The first value of header `name` (one of the names above), read
     /// without allocating: `HeaderMap::get` with a `&str` copies and checks
     /// the name on every call, and the node reads a dozen per task.

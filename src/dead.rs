@@ -195,19 +195,7 @@ pub(crate) fn check(task: &DeadTask) -> Result<Checked, String> {
                 .into(),
         );
     }
-    let mut headers = HeaderMap::new();
-    for (name, values) in task.headers.iter() {
-        let name_text: &str = name.as_ref();
-        let control = name_text
-            .to_ascii_lowercase()
-            .starts_with(header::NATS_PREFIX)
-            || DEAD_ONLY.iter().any(|d| d.eq_ignore_ascii_case(name_text));
-        if !control {
-            for value in values {
-                headers.append(name.clone(), value.clone());
-            }
-        }
-    }
+    let headers = header::copy_own(&task.headers, &[], DEAD_ONLY);
     let band: Priority = match headers.get(header::TASK_PRIORITY) {
         Some(p) => p.as_str().parse()?,
         None => Priority::Normal,

@@ -220,21 +220,8 @@ pub(crate) fn fired_now_headers(
     seq: u64,
     now: std::time::SystemTime,
 ) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    for (name, values) in stored.iter() {
-        let name_str: &str = name.as_ref();
-        let keep = !name_str
-            .to_ascii_lowercase()
-            .starts_with(header::NATS_PREFIX)
-            || [header::SCHEDULE_TARGET, header::SCHEDULE_TTL, header::TTL]
-                .iter()
-                .any(|k| k.eq_ignore_ascii_case(name_str));
-        if keep {
-            for value in values {
-                headers.append(name.clone(), value.clone());
-            }
-        }
-    }
+    let keep = [header::SCHEDULE_TARGET, header::SCHEDULE_TTL, header::TTL];
+    let mut headers = header::copy_own(stored, &keep, &[]);
     let at = humantime::format_rfc3339_seconds(now).to_string();
     headers.insert(header::SCHEDULE, format!("@at {at}").as_str());
     headers.insert(

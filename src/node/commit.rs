@@ -119,17 +119,9 @@ pub(super) async fn result(ctx: &Ctx<'_>, output: Bytes, error: Option<&TaskErro
 /// would not fit under `max_payload` with the added headers is cut, and
 /// `Task-Truncated` says how long it was.
 pub(super) async fn dead_letter(ctx: &Ctx<'_>, err: &TaskError) -> Written {
-    let mut headers = HeaderMap::new();
     // Keep the task's own headers for a replay, but not the JetStream ones
     // (`Nats-Msg-Id`, `Nats-Expected-*`): they would refuse the copy.
-    for (name, values) in ctx.headers.iter() {
-        let lower = AsRef::<str>::as_ref(name).to_ascii_lowercase();
-        if !lower.starts_with(header::NATS_PREFIX) {
-            for value in values {
-                headers.append(name.clone(), value.clone());
-            }
-        }
-    }
+    let mut headers = header::copy_own(&ctx.headers, &[], &[]);
     for (name, value) in [
         (header::TASK_ID, ctx.envelope.id.clone()),
         (header::TASK_KIND, ctx.kind.to_string()),

@@ -77,18 +77,7 @@ pub(crate) fn copy(
 ) -> (String, HeaderMap) {
     let route = route(subject);
     let to = contract::in_tenant(route.tenant, &band.task_subject(route.kind));
-    let mut out = HeaderMap::new();
-    for (name, values) in headers.iter() {
-        let n: &str = name.as_ref();
-        let prefix = header::NATS_PREFIX.len();
-        let server = n.len() >= prefix && n[..prefix].eq_ignore_ascii_case(header::NATS_PREFIX);
-        if server && !n.eq_ignore_ascii_case("Nats-TTL") {
-            continue;
-        }
-        for value in values {
-            out.append(name.clone(), value.clone());
-        }
-    }
+    let mut out = header::copy_own(headers, &[header::TTL], &[]);
     if headers.get(header::TASK_ID).is_none() {
         let id = crate::schedule::occurrence::task_id(headers).unwrap_or_else(|| seq.to_string());
         out.insert(header::TASK_ID, id);
