@@ -92,129 +92,7 @@ pub const CONTROL_PREFIX: &str = "fleet.control.";
 /// The durable consumer shared by the nodes of one group.
 pub const DEFAULT_GROUP: &str = "workers";
 
-/// Header names, on tasks, results and dead letters.
-pub mod header {
-    /// On tasks: the subject for the result; when absent, `results.<task-id>`.
-    pub const REPLY_TO: &str = "Reply-To";
-    /// On tasks and results: the submitter's own id for a task; when absent,
-    /// the task's `TASKS` stream sequence.
-    pub const TASK_ID: &str = "Task-Id";
-    /// On tasks: how long one attempt may run, e.g. `30s` or `250ms`.
-    pub const TASK_TIMEOUT: &str = "Task-Timeout";
-    /// On results and dead letters: the node that ran the task.
-    pub const TASK_NODE: &str = "Task-Node";
-    /// On results and dead letters: which delivery produced it (1 for the first).
-    pub const TASK_ATTEMPT: &str = "Task-Attempt";
-    /// On results: when the node started the attempt (RFC 3339, UTC).
-    pub const TASK_STARTED: &str = "Task-Started";
-    /// On results: when the attempt's result was written (RFC 3339, UTC).
-    pub const TASK_FINISHED: &str = "Task-Finished";
-    /// On dead letters: the task's kind.
-    pub const TASK_KIND: &str = "Task-Kind";
-    /// On dead letters: the `TASKS` stream sequence the task had.
-    pub const TASK_SEQ: &str = "Task-Seq";
-    /// On tasks: an absolute deadline (RFC 3339); the task is not run after it.
-    pub const TASK_DEADLINE: &str = "Task-Deadline";
-    /// On tasks: how long the kept result lives (`1h`, whole seconds at
-    /// least); it becomes the result's `Nats-TTL`.
-    pub const RESULT_TTL: &str = "Result-TTL";
-    /// On tasks: the priority band (`high`, `normal`, `low`). The subject
-    /// decides the band (`tasks-high.<kind>`); a task on a normal subject
-    /// asking for another band is moved there by the node that takes it.
-    pub const TASK_PRIORITY: &str = "Task-Priority";
-    /// On tasks: a key no other queued or running task of the kind holds.
-    pub const TASK_UNIQUE: &str = "Task-Unique";
-    /// On tasks: how long the unique key stays taken after the task ends.
-    pub const TASK_UNIQUE_FOR: &str = "Task-Unique-For";
-    /// On recurring schedules and the tasks they fire (`--catch-up`): a
-    /// fired task not started within this long of entering `TASKS` is not
-    /// run (`408 expired`), as if it carried a deadline that far out.
-    pub const TASK_CATCH_UP: &str = "Task-Catch-Up";
-    /// On tasks: the key (a customer, a tenant, a domain) per-key limits
-    /// count the task under (`fleet limit set --per-key-concurrency`).
-    pub const TASK_KEY: &str = "Task-Key";
-    /// On recurring schedules and the tasks they fire: the schedule's name.
-    pub const TASK_SCHEDULE: &str = "Task-Schedule";
-    /// Set by the server on a task a schedule fired: the schedule's subject.
-    pub const SCHEDULER: &str = "Nats-Scheduler";
-    /// On a schedule: `@at <RFC 3339>`, `@every <duration>` or a cron line.
-    pub const SCHEDULE: &str = "Nats-Schedule";
-    /// On a schedule: the subject it fires into (`due.<kind>`).
-    pub const SCHEDULE_TARGET: &str = "Nats-Schedule-Target";
-    /// On a cron schedule: an IANA time zone (`Europe/Paris`).
-    pub const SCHEDULE_TIME_ZONE: &str = "Nats-Schedule-Time-Zone";
-    /// On a fired task: when its schedule fires next (or `purge`).
-    pub const SCHEDULE_NEXT: &str = "Nats-Schedule-Next";
-    /// On a schedule: the `Nats-TTL` each task it fires carries.
-    pub const SCHEDULE_TTL: &str = "Nats-Schedule-TTL";
-    /// Set by the server on a sourced message: `<stream> <seq> …`, where it
-    /// came from (a fired task: `SCHEDULES <seq of its due.<kind> copy> …`).
-    pub const STREAM_SOURCE: &str = "Nats-Stream-Source";
-    /// Per-message time to live (ADR-43).
-    pub const TTL: &str = "Nats-TTL";
-    /// Rolls a subject (`sub`) or the stream (`all`) up to this message.
-    pub const ROLLUP: &str = "Nats-Rollup";
-    /// On dead letters: the payload was cut to fit the server's
-    /// `max_payload`; the value is the original size in bytes.
-    pub const TASK_TRUNCATED: &str = "Task-Truncated";
-    /// NATS micro convention: the error text of a failed task.
-    pub const SERVICE_ERROR: &str = "Nats-Service-Error";
-    /// NATS micro convention: the status code of a failed task.
-    pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
-    /// JetStream de-duplication id.
-    pub const MSG_ID: &str = "Nats-Msg-Id";
-    /// On the status that ends a pull request: how many of the messages it
-    /// asked for were not delivered.
-    pub const PENDING_MESSAGES: &str = "Nats-Pending-Messages";
-    /// Headers whose name starts with this are JetStream's own: never copied
-    /// from a task into a dead letter, a replay or a result.
-    pub const NATS_PREFIX: &str = "nats-";
-
-    /// Whether `name` is one of JetStream's own headers ([`NATS_PREFIX`],
-    /// any case), checked without allocating.
-    pub fn is_server(name: &str) -> bool {
-        name.get(..NATS_PREFIX.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(NATS_PREFIX))
-    }
-
-    /// A copy of `from`'s headers without JetStream's own (but those named
-    /// in `keep`) and without those named in `drop` (names in any case).
-    pub fn copy_own(
-        from: &async_nats::HeaderMap,
-        keep: &[&str],
-        drop: &[&str],
-    ) -> async_nats::HeaderMap {
-        let named = |list: &[&str], n: &str| list.iter().any(|k| k.eq_ignore_ascii_case(n));
-        let mut out = async_nats::HeaderMap::new();
-        for (name, values) in from.iter() {
-            let n: &str = name.as_ref();
-            if (is_server(n) && !named(keep, n)) || named(drop, n) {
-                continue;
-            }
-            for value in values {
-                out.append(name.clone(), value.clone());
-            }
-        }
-        out
-    }
-
-    /// The first value of header `name` (one of the names above), read
-    /// without allocating: `HeaderMap::get` with a `&str` copies and checks
-    /// the name on every call, and the node reads a dozen per task.
-    pub(crate) fn get<'a>(
-        headers: &'a async_nats::HeaderMap,
-        name: &'static str,
-    ) -> Option<&'a str> {
-        headers
-            .get(async_nats::header::HeaderName::from_static(name))
-            .map(|v| v.as_str())
-    }
-
-    /// Header `name` (one of the names above), made without copying it.
-    pub(crate) fn name(name: &'static str) -> async_nats::header::HeaderName {
-        async_nats::header::HeaderName::from_static(name)
-    }
-}
+pub mod header;
 
 /// Status codes carried by `Nats-Service-Error-Code`. Which failure has which
 /// code, and whether it is retried, is [`crate::FailureKind`]'s to say.
@@ -417,7 +295,11 @@ pub fn task_subject(kind: &str) -> String {
 
 /// The subject a result goes to when the task names no `Reply-To`.
 pub fn default_reply(task_id: &str) -> String {
-    format!("{RESULT_PREFIX}{task_id}")
+    // Not `format!`: this runs once per task on a node.
+    let mut reply = String::with_capacity(RESULT_PREFIX.len() + task_id.len());
+    reply.push_str(RESULT_PREFIX);
+    reply.push_str(task_id);
+    reply
 }
 
 /// The subject a dead letter of `kind` is kept under.
@@ -499,7 +381,49 @@ pub fn cancel_batch_key(batch: &str) -> String {
 
 /// The id `fleet submit` gives task `n` of `batch`: `<batch>.<n>`.
 pub fn batch_task_id(batch: &str, n: u64) -> String {
-    format!("{batch}.{n}")
+    concat(&[Part::Text(batch), Part::Text("."), Part::Number(n)])
+}
+
+/// A piece of a subject or id made by [`concat`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Part<'a> {
+    Text(&'a str),
+    Number(u64),
+}
+
+/// `parts` joined, in one allocation of the right size and without the
+/// formatting machinery of `format!`: for the subjects and ids made once
+/// per task (a submitter makes three, a node one).
+pub(crate) fn concat(parts: &[Part<'_>]) -> String {
+    // Room for the longest number: `u64::MAX` has 20 digits.
+    let len = parts
+        .iter()
+        .map(|p| match p {
+            Part::Text(t) => t.len(),
+            Part::Number(_) => 20,
+        })
+        .sum();
+    let mut out = String::with_capacity(len);
+    for part in parts {
+        match part {
+            Part::Text(t) => out.push_str(t),
+            Part::Number(mut n) => {
+                let mut buf = [0u8; 20];
+                let mut at = buf.len();
+                loop {
+                    at -= 1;
+                    buf[at] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                // ASCII digits only.
+                out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
+            }
+        }
+    }
+    out
 }
 
 /// The task number `n` of a subject `<prefix><n>`, for subjects under one

@@ -128,20 +128,22 @@ impl Envelope {
         let named = headers
             .filter(|_| !oversized)
             .and_then(|h| header::get(h, header::TASK_ID));
-        // The id (and the default reply made from it) is formatted once:
-        // the submitter's own when it names a valid one.
+        // The id is formatted once: the submitter's own when it names a
+        // valid one. The default reply is made from the final id, and only
+        // when no `Reply-To` replaced it (below).
         let id = match named {
             Some(id) if check_task_id(id).is_ok() => id.to_string(),
             _ => stream_seq.to_string(),
         };
         let mut envelope = Envelope {
-            reply: contract::default_reply(&id),
+            reply: String::new(),
             id,
             timeout: limits.default_timeout,
             tenant: tenant.map(str::to_string),
             control: TaskControl::default(),
         };
         let Some(headers) = headers else {
+            envelope.reply = contract::default_reply(&envelope.id);
             return Ok(envelope);
         };
         let applied = if oversized {
@@ -152,6 +154,10 @@ impl Envelope {
         } else {
             envelope.apply(headers, limits)
         };
+        // Also when the task was refused: its error result goes there.
+        if envelope.reply.is_empty() {
+            envelope.reply = contract::default_reply(&envelope.id);
+        }
         match applied {
             Ok(()) => Ok(envelope),
             Err(err) => Err(Box::new((envelope, err))),
@@ -169,7 +175,6 @@ impl Envelope {
             // An occurrence of a recurring schedule: `sched.<name>.<seq>`.
             check_task_id(&id)?;
             self.id = id;
-            self.reply = contract::default_reply(&self.id);
         }
         self.control.read(headers)?;
         if let Some(priority) = get(header::TASK_PRIORITY) {

@@ -98,3 +98,65 @@ fn pull_request_body_is_what_the_server_reads() {
     .unwrap();
     assert_eq!(body, r#"{"batch":16,"expires":2000000000}"#);
 }
+
+proptest::proptest! {
+    /// A node's `Task-Started`/`Task-Finished` are what humantime writes,
+    /// for any millisecond from 1970 to 9999.
+    #[test]
+    fn stamps_are_rfc3339_millis(ms in 0u64..253_402_300_799_999) {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        proptest::prop_assert_eq!(
+            header::stamp(t),
+            humantime::format_rfc3339_millis(t).to_string()
+        );
+    }
+}
+
+#[test]
+fn stamps_of_known_days() {
+    let at = |s: u64, ms: u64| {
+        header::stamp(std::time::UNIX_EPOCH + std::time::Duration::from_millis(s * 1000 + ms))
+    };
+    assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+    assert_eq!(at(1_795_912_345, 999), "2026-11-29T00:32:25.999Z");
+    assert_eq!(
+        header::stamp(std::time::UNIX_EPOCH - std::time::Duration::from_secs(1)),
+        "1970-01-01T00:00:00.000Z"
+    );
+}
+
+#[test]
+fn a_header_is_found_by_scan_and_by_hash_alike() {
+    for extra in [0, 40] {
+        let mut h = async_nats::HeaderMap::new();
+        for i in 0..extra {
+            h.insert(format!("X-Filler-{i}").as_str(), "f");
+        }
+        h.insert("Task-Id", "b.1");
+        h.append("Task-Id", "b.2");
+        h.insert("task-timeout", "5s");
+        h.insert("Nats-Msg-Id", "m");
+        assert_eq!(header::get(&h, header::TASK_ID), Some("b.1"), "{extra}");
+        assert_eq!(header::get(&h, header::MSG_ID), Some("m"), "{extra}");
+        // Names are compared as HeaderMap compares them: case and all.
+        assert_eq!(
+            header::get(&h, header::TASK_TIMEOUT),
+            h.get(header::TASK_TIMEOUT).map(|v| v.as_str()),
+            "{extra}"
+        );
+        assert_eq!(header::get(&h, header::REPLY_TO), None, "{extra}");
+    }
+}
+
+#[test]
+fn concat_joins_text_and_numbers() {
+    use Part::{Number, Text};
+    assert_eq!(concat(&[]), "");
+    assert_eq!(concat(&[Text("b"), Text("."), Number(0)]), "b.0");
+    assert_eq!(
+        concat(&[Number(u64::MAX), Text("x"), Number(7)]),
+        format!("{}x7", u64::MAX)
+    );
+    assert_eq!(batch_task_id("nightly", 1234567), "nightly.1234567");
+}

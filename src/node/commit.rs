@@ -58,11 +58,13 @@ fn result_headers(ctx: &Ctx<'_>, error: Option<&TaskError>) -> HeaderMap {
         header::name(header::TASK_ATTEMPT),
         ctx.delivery.attempt.to_string(),
     );
-    let rfc3339 = |t| humantime::format_rfc3339_millis(t).to_string();
-    headers.insert(header::name(header::TASK_STARTED), rfc3339(ctx.started));
+    headers.insert(
+        header::name(header::TASK_STARTED),
+        header::stamp(ctx.started),
+    );
     headers.insert(
         header::name(header::TASK_FINISHED),
-        rfc3339(SystemTime::now()),
+        header::stamp(SystemTime::now()),
     );
     if let Some(err) = error {
         headers.insert(header::SERVICE_ERROR, one_line(err.message()).as_str());

@@ -19,6 +19,7 @@ use super::cancel;
 use super::catch_up;
 use super::commit::{self, Ctx};
 use super::decide::{self, AckReply, Admission, Next, Ran, Verdict, Written};
+use super::kind_metrics::KindMetrics;
 use super::{Shared, Slot};
 use crate::envelope::{no_such_kind, route, Delivery, Envelope, Route, Task};
 use crate::error::{FailureKind, TaskError};
@@ -75,7 +76,8 @@ pub(super) async fn run(shared: Arc<Shared>, mut msg: jetstream::Message, slot: 
                 };
                 envelope.control.anchor(stored, due);
             }
-            let outcome = execute(shared, &msg, &headers, kind, delivery, &envelope).await;
+            let outcome =
+                execute(shared, &msg, &headers, (kind, metrics), delivery, &envelope).await;
             (envelope, outcome)
         }
         Err(boxed) => {
@@ -117,7 +119,7 @@ async fn execute(
     shared: &Shared,
     msg: &jetstream::Message,
     headers: &Arc<HeaderMap>,
-    kind: &str,
+    (kind, metrics): (&str, &KindMetrics),
     delivery: Delivery,
     envelope: &Envelope,
 ) -> Outcome {
@@ -158,7 +160,7 @@ async fn execute(
     };
     let began = Instant::now();
     let outcome = run_handler(shared, msg, handler.as_ref(), task, envelope).await;
-    shared.observer.kind(kind).ran(began.elapsed());
+    metrics.ran(began.elapsed());
     outcome
 }
 

@@ -164,8 +164,7 @@ impl Puller {
         let pending = msg
             .headers
             .as_ref()
-            .and_then(|h| h.get(header::PENDING_MESSAGES))
-            .map(|v| v.as_str());
+            .and_then(|h| header::get(h, header::PENDING_MESSAGES));
         let what = classify(msg.status, pending);
         // A task carries its stored subject (the band's consumer took it
         // for its prefix); a status, the inbox it answers (`<inbox>.<band>`).

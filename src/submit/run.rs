@@ -236,7 +236,10 @@ impl Run {
                 None => id.clone(),
             });
         Ok(Some(Task {
-            reply: format!("{}{n}", self.reply_prefix),
+            reply: contract::concat(&[
+                contract::Part::Text(&self.reply_prefix),
+                contract::Part::Number(n),
+            ]),
             timeout: self.config.task_timeout.clone(),
             id,
             payload,

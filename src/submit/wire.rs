@@ -18,6 +18,7 @@
 //! | any other PubAck error                 | the batch is gone: the unconfirmed sent again  |
 //! | status 503 (no responders)             | no stream takes the subject                    |
 
+use crate::contract;
 use async_nats::{Message, StatusCode};
 use serde::Deserialize;
 
@@ -54,13 +55,24 @@ impl Wire {
 
     /// The reply subject of message `slot`.
     pub(crate) fn reply_subject(&self, slot: Slot, single: bool) -> String {
+        use contract::Part::{Number, Text};
         if single {
-            format!("{}.single.{}", self.inbox, slot.seq)
+            contract::concat(&[Text(&self.inbox), Text(".single."), Number(slot.seq)])
         } else {
-            format!(
-                "{}.{}x{}.{FLOW}.fail.{}.{}.$FI",
-                self.inbox, self.run, slot.batch, slot.seq, slot.op
-            )
+            contract::concat(&[
+                Text(&self.inbox),
+                Text("."),
+                Text(&self.run),
+                Text("x"),
+                Number(slot.batch),
+                Text("."),
+                Number(FLOW),
+                Text(".fail."),
+                Number(slot.seq),
+                Text("."),
+                Number(u64::from(slot.op)),
+                Text(".$FI"),
+            ])
         }
     }
 

@@ -179,7 +179,7 @@ impl Connection {
         if self.read_buf.starts_with(b"MSG ") {
             // nats-server does not check subjects for UTF-8: decode lossily instead of
             // failing the read (which would drop the connection).
-            let line = String::from_utf8_lossy(&self.read_buf[4..len]);
+            let line = lossy(&self.read_buf[4..len]);
             let mut args = line.split(' ').filter(|s| !s.is_empty());
 
             // Parse the operation syntax: MSG <subject> <sid> [reply-to] <#bytes>
@@ -252,7 +252,7 @@ impl Connection {
 
         if self.read_buf.starts_with(b"HMSG ") {
             // Extract whitespace-delimited arguments that come after "HMSG".
-            let line = String::from_utf8_lossy(&self.read_buf[5..len]);
+            let line = lossy(&self.read_buf[5..len]);
             let mut args = line.split_whitespace().filter(|s| !s.is_empty());
 
             // <subject> <sid> [reply-to] <# header bytes><# total bytes>
@@ -335,7 +335,7 @@ impl Connection {
             // not fail the read: an Err here drops the connection (and everything buffered
             // behind this message), and JetStream redelivers the same message forever.
             // Parse leniently: drop what can't be represented and deliver the rest.
-            let header_text = String::from_utf8_lossy(&header);
+            let header_text = lossy(&header);
             let mut lines = header_text.lines().peekable();
             let version_line = lines.next().unwrap_or_default();
             let (version_ok, version_line_suffix) = match version_line.strip_prefix("NATS/1.0") {
@@ -856,6 +856,16 @@ where
             .inner
             .poll_close_unpin(cx)
             .map_err(std::io::Error::other)
+    }
+}
+
+/// `bytes` as text, decoded lossily when they are not UTF-8 (fleet's patch:
+/// see PATCHED.md). Valid UTF-8, the usual case, is only validated:
+/// `String::from_utf8_lossy` walks it in chunks, which costs more.
+fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
