@@ -76,7 +76,23 @@ fn latency_stalls_and_resets_lose_and_duplicate_nothing() {
     let status = submit.wait().unwrap();
     let took = began.elapsed();
     let err = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
-    assert!(status.success(), "fleet submit failed: {err}");
+    // What went wrong, task by task: the submitter's lines that are not ok.
+    let not_ok: Vec<String> = json_lines(&std::fs::read(&out).unwrap_or_default())
+        .into_iter()
+        .filter(|l| l["status"] != "ok")
+        .take(10)
+        .map(|l| l.to_string())
+        .collect();
+    let err_tail: String = err
+        .lines()
+        .filter(|l| !l.contains("reconnecting") && !l.contains("IO error"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        status.success(),
+        "fleet submit failed: {err_tail}\nnot ok (first 10):\n{}",
+        not_ok.join("\n")
+    );
     assert!(
         stalls + resets >= 3,
         "the batch ended after {stalls} stalls and {resets} resets: too early to prove anything"
