@@ -160,6 +160,64 @@ mod tests {
         assert!(h.get(header::MSG_ID).is_none());
     }
 
+    /// A client that never connects: what it publishes waits in its buffer.
+    async fn offline() -> Client {
+        async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("nats://127.0.0.1:1")
+            .await
+            .expect("a client that retries")
+    }
+
+    fn reply(subject: String, payload: &'static str) -> Message {
+        Message {
+            subject: subject.into(),
+            reply: None,
+            payload: payload.into(),
+            headers: None,
+            status: None,
+            description: None,
+            length: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_gap_whose_end_never_comes_is_given_up() {
+        let mut outbox = Outbox::new(
+            offline().await,
+            "tasks.echo".into(),
+            std::time::Duration::from_secs(60),
+        );
+        let inbox = outbox.replies().trim_end_matches(".>").to_string();
+        let run = inbox.rsplit('.').next().unwrap().to_string();
+        for n in 1..=3 {
+            outbox
+                .send(n, task(&format!("b.{n}"), "_INBOX.x"))
+                .await
+                .unwrap();
+        }
+        // The server saw message 3 without 2 (lost with a reset): a gap,
+        // and the batch's final PubAck is lost too.
+        let gap = format!("{inbox}.{run}x1.256.fail.3.1.$FI");
+        outbox
+            .on_reply(&reply(gap, r#"{"type":"gap","last_seq":1,"seq":3}"#))
+            .await
+            .unwrap();
+        assert!(!outbox.ready(), "the batch's end is awaited");
+        outbox.tick().await.unwrap();
+        assert!(!outbox.ready(), "not given up at once");
+        tokio::time::sleep(END_WITHIN + std::time::Duration::from_millis(100)).await;
+        outbox.tick().await.unwrap();
+        assert!(
+            outbox.ready(),
+            "given up after {END_WITHIN:?}: sending goes on"
+        );
+        // All three went again, in a new batch, and are still awaited.
+        assert_eq!(outbox.batcher.unconfirmed(), 3);
+        assert_eq!(outbox.batcher.send(4).batch, 2);
+        assert_eq!(outbox.pending.len(), 3);
+    }
+
     #[test]
     fn refusals_read_as_what_to_do() {
         assert!(refusal("maximum messages exceeded").starts_with("the queue is full"));
@@ -283,9 +341,16 @@ impl Outbox {
                 "a task was answered on its own: batching is off for this run"
             );
         }
-        if !self.batcher.ending() {
-            self.ending_since = None;
-        }
+        // The end is awaited from the moment the batch is known to be
+        // ending: after our commit (`tick`), or after a refusal or a gap the
+        // server reported, whose final PubAck can be lost with the
+        // connection as well. (Only the commit started the clock before, and
+        // a batch whose gap came but whose end never did held every task
+        // until `--timeout`: `tests/latency.rs` failed so, 8 tasks of 800.)
+        self.ending_since = match self.batcher.ending() {
+            true => Some(self.ending_since.unwrap_or_else(tokio::time::Instant::now)),
+            false => None,
+        };
         // A task sent twice may be confirmed twice: it is stored once.
         let mut stored = effect.stored;
         stored.retain(|n| self.pending.remove(n).is_some());
