@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use fleet_testkit::checker::check;
+use fleet_testkit::checker::{check, not_ok};
 use fleet_testkit::process::spawn_submit_at;
 use fleet_testkit::rng::XorShift;
 use fleet_testkit::toxiproxy::Toxiproxy;
@@ -77,12 +77,7 @@ fn latency_stalls_and_resets_lose_and_duplicate_nothing() {
     let took = began.elapsed();
     let err = std::fs::read_to_string(out.with_extension("err")).unwrap_or_default();
     // What went wrong, task by task: the submitter's lines that are not ok.
-    let not_ok: Vec<String> = json_lines(&std::fs::read(&out).unwrap_or_default())
-        .into_iter()
-        .filter(|l| l["status"] != "ok")
-        .take(10)
-        .map(|l| l.to_string())
-        .collect();
+    let not_ok = not_ok(&json_lines(&std::fs::read(&out).unwrap_or_default()), 10);
     let err_tail: String = err
         .lines()
         .filter(|l| !l.contains("reconnecting") && !l.contains("IO error"))
@@ -90,8 +85,7 @@ fn latency_stalls_and_resets_lose_and_duplicate_nothing() {
         .join("\n");
     assert!(
         status.success(),
-        "fleet submit failed: {err_tail}\nnot ok (first 10):\n{}",
-        not_ok.join("\n")
+        "fleet submit failed: {err_tail}\nnot ok (first 10):\n{not_ok}"
     );
     assert!(
         stalls + resets >= 3,

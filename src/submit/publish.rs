@@ -169,18 +169,6 @@ mod tests {
             .expect("a client that retries")
     }
 
-    fn reply(subject: String, payload: &'static str) -> Message {
-        Message {
-            subject: subject.into(),
-            reply: None,
-            payload: payload.into(),
-            headers: None,
-            status: None,
-            description: None,
-            length: 0,
-        }
-    }
-
     #[tokio::test]
     async fn a_gap_whose_end_never_comes_is_given_up() {
         let mut outbox = Outbox::new(
@@ -200,7 +188,10 @@ mod tests {
         // and the batch's final PubAck is lost too.
         let gap = format!("{inbox}.{run}x1.256.fail.3.1.$FI");
         outbox
-            .on_reply(&reply(gap, r#"{"type":"gap","last_seq":1,"seq":3}"#))
+            .on_reply(&wire::reply_message(
+                &gap,
+                r#"{"type":"gap","last_seq":1,"seq":3}"#,
+            ))
             .await
             .unwrap();
         assert!(!outbox.ready(), "the batch's end is awaited");
@@ -262,6 +253,8 @@ struct Pending {
     first: tokio::time::Instant,
     /// When it was last sent.
     last: tokio::time::Instant,
+    /// How many times it was sent.
+    sends: u32,
 }
 
 /// How long to wait before a task refused for a reason that may pass goes again.
@@ -301,7 +294,10 @@ impl Outbox {
     /// Sends task `n`.
     pub(super) async fn send(&mut self, n: u64, task: Task) -> Result<(), Error> {
         let now = tokio::time::Instant::now();
-        let first = self.pending.get(&n).map_or(now, |p| p.first);
+        let (first, sends) = self
+            .pending
+            .get(&n)
+            .map_or((now, 0), |p| (p.first, p.sends));
         let slot = self.batcher.send(n);
         self.sender.send(&task, slot, self.batcher.single()).await?;
         self.pending.insert(
@@ -310,6 +306,7 @@ impl Outbox {
                 task,
                 first,
                 last: now,
+                sends: sends + 1,
             },
         );
         self.last_send = now;
@@ -393,13 +390,29 @@ impl Outbox {
             .map(|(n, _)| *n)
             .collect();
         for n in overdue {
-            self.pending.remove(&n);
-            let why = self.refusals.remove(&n).unwrap_or_else(|| {
-                format!(
-                    "JetStream did not confirm it within {}",
+            let sends = self.pending.remove(&n).map_or(0, |p| p.sends);
+            // Said in full: which way it was sent and how often tells a
+            // lost confirmation from a batch that never ended.
+            let how = format!(
+                "sent {sends} time(s), {}{}",
+                if self.batcher.single() {
+                    "each message alone"
+                } else {
+                    "in fast batches"
+                },
+                if self.batcher.ending() {
+                    ", a batch's end awaited"
+                } else {
+                    ""
+                }
+            );
+            let why = match self.refusals.remove(&n) {
+                Some(refused) => format!("{refused} ({how})"),
+                None => format!(
+                    "JetStream did not confirm it within {} ({how})",
                     humantime::format_duration(self.timeout)
-                )
-            });
+                ),
+            };
             heard.refused.push((n, why));
         }
         while self.retry.front().is_some_and(|(at, _)| *at <= now) && self.batcher.can_send() {

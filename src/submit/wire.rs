@@ -201,6 +201,20 @@ pub(crate) fn parse(seq: u64, no_responders: bool, payload: &[u8]) -> Option<Rep
     })
 }
 
+/// A reply on `subject` as the client hands it over (for tests).
+#[cfg(test)]
+pub(crate) fn reply_message(subject: &str, payload: &'static str) -> Message {
+    Message {
+        subject: subject.into(),
+        reply: None,
+        payload: payload.into(),
+        headers: None,
+        status: None,
+        description: None,
+        length: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,15 +282,7 @@ mod tests {
         );
         assert_eq!(wire.reply_subject(slot, true), "_INBOX.run7.single.42");
         assert_eq!(wire.replies(), "_INBOX.run7.>");
-        let msg = |subject: &str, payload: &'static str| Message {
-            subject: subject.into(),
-            reply: None,
-            payload: payload.into(),
-            headers: None,
-            status: None,
-            description: None,
-            length: 0,
-        };
+        let msg = reply_message;
         let ack = msg(
             "_INBOX.run7.run7x3.256.fail.42.1.$FI",
             r#"{"type":"ack","seq":40,"msgs":256}"#,

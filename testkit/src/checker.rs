@@ -144,6 +144,18 @@ pub async fn check_from(
     report
 }
 
+/// A submitter's JSON lines that are not `ok` (at most `most`), one per
+/// line: what to print when a run goes wrong.
+pub fn not_ok(submit_lines: &[serde_json::Value], most: usize) -> String {
+    submit_lines
+        .iter()
+        .filter(|l| l["status"] != "ok")
+        .take(most)
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The ids of a submitter's JSON lines that NATS never acknowledged.
 pub fn never_acked(submit_lines: &[serde_json::Value]) -> HashSet<String> {
     submit_lines

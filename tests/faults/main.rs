@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
 
-use fleet_testkit::checker::{check_cancels, check_from, never_acked, Cancel, Expected, Report};
+use fleet_testkit::checker::{
+    check_cancels, check_from, never_acked, not_ok, Cancel, Expected, Report,
+};
 use fleet_testkit::process::spawn_submit_at;
 use fleet_testkit::secure::{Role, Secure};
 use fleet_testkit::streams::{read_stream_from, stream_state_from};
@@ -116,7 +118,11 @@ impl Scenario {
             let admin = self.secure.client(Role::Admin).await;
             check_from(admin, Some("alice"), &self.batch, self.tasks, &lines).await
         });
-        println!("checker, batch {}:\n{report}", self.batch);
+        println!(
+            "checker, batch {}:\n{report}\nnot ok (first 10):\n{}",
+            self.batch,
+            not_ok(&lines, 10)
+        );
         report
     }
 }

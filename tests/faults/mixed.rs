@@ -259,8 +259,16 @@ fn mixed_faults_with_delays_and_cancels() {
     });
     let cancelled = said.values().filter(|c| **c == Cancel::Cancelled).count();
     println!(
-        "checker, batch mixc and {} delayed tasks:\n{report}\nfaults and cancels: {plan:?}; {cancelled} cancelled, {} found finished; run took {:?}",
+        "checker, batch mixc and {} delayed tasks:\n{report}\nnot ok (first 10):\n{}\nfaults and cancels: {plan:?}; {cancelled} cancelled, {} found finished; run took {:?}",
         delayed.len(),
+        not_ok(
+            &lines
+                .iter()
+                .filter(|l| l["code"] != 499)
+                .cloned()
+                .collect::<Vec<_>>(),
+            10
+        ),
         said.len() - cancelled,
         started.elapsed()
     );
