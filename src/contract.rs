@@ -296,10 +296,7 @@ pub fn task_subject(kind: &str) -> String {
 /// The subject a result goes to when the task names no `Reply-To`.
 pub fn default_reply(task_id: &str) -> String {
     // Not `format!`: this runs once per task on a node.
-    let mut reply = String::with_capacity(RESULT_PREFIX.len() + task_id.len());
-    reply.push_str(RESULT_PREFIX);
-    reply.push_str(task_id);
-    reply
+    concat(&[Part::Text(RESULT_PREFIX), Part::Text(task_id)])
 }
 
 /// The subject a dead letter of `kind` is kept under.
