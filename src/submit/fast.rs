@@ -70,7 +70,10 @@ impl Batcher {
             && (self.single || self.open.is_none() || self.next_seq <= self.acked + 2 * self.flow)
     }
 
-    /// Task `n` goes out: in which batch, as which message.
+    /// Task `n` goes out: in which batch, as which message. Not while a
+    /// batch is [`Batcher::ending`]: a new batch numbers its messages from
+    /// 1 again, and would take the numbers that still name the ending
+    /// batch's unconfirmed tasks (the outbox holds tasks until its end).
     pub(crate) fn send(&mut self, n: u64) -> Slot {
         let (batch, op) = match self.open {
             // Standing alone, messages keep counting up: a sequence names
