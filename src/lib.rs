@@ -50,7 +50,7 @@
 //! | 8 | [`schedule`] (`listed`, `manage`, `space`) | recurring schedules: reading them and their last runs, adding and removing them; a tenant's names in its own stream |
 //! | 7 | `node`, `submit` | the node (pull, lifecycle, pure decisions, metrics, the gate of limits), the submitter (window, events; delayed batches, collecting results) |
 //! | 6 | [`handlers`] | the [`Handler`] trait and [`Registry`]; built-ins; exec handlers |
-//! | 5 | [`connect`], [`setup`], [`micro`], `direct`, [`unique`], [`pause`], [`limit`] | connection options and what a connection may do; streams and groups' consumers (pure configs, a tenant's schedule stream, then making them); service discovery; batch direct gets; unique keys (one protocol; the fleet's bucket or a tenant's stream); pausing groups; setting limits |
+//! | 5 | [`connect`](mod@connect), [`setup`], [`micro`], `direct`, [`unique`], [`pause`], [`limit`] | connection options and what a connection may do; streams and groups' consumers (pure configs, a tenant's schedule stream, then making them); service discovery; batch direct gets; unique keys (one protocol; the fleet's bucket or a tenant's stream); pausing groups; setting limits |
 //! | 4 | `envelope` | the task envelope ([`Task`]): a delivered message read into one |
 //! | 3 | `schedule::{pattern, occurrence}` | schedule patterns and times; occurrence ids |
 //! | 2 | `check`, [`control`], [`edge`], `limit::spec`, [`priority`] | the pure checks of task ids, reply subjects and timeouts; deadlines, result TTLs, unique keys; edge sites served from the centre (pull fields, write subjects); limits, rates and permit names; priority bands and their subjects |

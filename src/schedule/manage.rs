@@ -325,7 +325,7 @@ pub async fn remove(client: &Client, name: &str) -> Result<bool, Error> {
 
 /// [`remove`] on a connection of `tenant`. A tenant may not purge, so its
 /// schedule is rolled up by an empty message that expires in a second
-/// ([`super::space`]).
+/// (`schedule::space`).
 ///
 /// # Errors
 /// As [`remove`].
