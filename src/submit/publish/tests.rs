@@ -34,8 +34,9 @@ async fn offline() -> Client {
         .expect("a client that retries")
 }
 
-#[tokio::test]
-async fn a_gap_whose_end_never_comes_is_given_up() {
+/// An outbox of an offline client that sent tasks 1 to 3 in batch 1, and
+/// the reply subject of batch 1's message `seq` with `op` (`<seq>.<op>`).
+async fn three_sent() -> (Outbox, impl Fn(&str) -> String) {
     let mut outbox = Outbox::new(
         offline().await,
         "tasks.echo".into(),
@@ -49,9 +50,17 @@ async fn a_gap_whose_end_never_comes_is_given_up() {
             .await
             .unwrap();
     }
+    (outbox, move |msg: &str| {
+        format!("{inbox}.{run}x1.256.fail.{msg}.$FI")
+    })
+}
+
+#[tokio::test]
+async fn a_gap_whose_end_never_comes_is_given_up() {
+    let (mut outbox, batch1) = three_sent().await;
     // The server saw message 3 without 2 (lost with a reset): a gap,
     // and the batch's final PubAck is lost too.
-    let gap = format!("{inbox}.{run}x1.256.fail.3.1.$FI");
+    let gap = batch1("3.1");
     outbox
         .on_reply(&wire::reply_message(
             &gap,
@@ -83,19 +92,7 @@ fn refusals_read_as_what_to_do() {
 
 #[tokio::test]
 async fn a_task_that_comes_while_a_batch_ends_waits_for_its_end() {
-    let mut outbox = Outbox::new(
-        offline().await,
-        "tasks.echo".into(),
-        std::time::Duration::from_secs(60),
-    );
-    let inbox = outbox.replies().trim_end_matches(".>").to_string();
-    let run = inbox.rsplit('.').next().unwrap().to_string();
-    for n in 1..=3 {
-        outbox
-            .send(n, task(&format!("b.{n}"), "_INBOX.x"))
-            .await
-            .unwrap();
-    }
+    let (mut outbox, batch1) = three_sent().await;
     // Idle: the outbox commits batch 1 (message 4) and awaits its end.
     tokio::time::sleep(CONFIRM_AFTER + std::time::Duration::from_millis(20)).await;
     outbox.tick().await.unwrap();
@@ -104,7 +101,7 @@ async fn a_task_that_comes_while_a_batch_ends_waits_for_its_end() {
     outbox.send(4, task("b.4", "_INBOX.x")).await.unwrap();
     assert_eq!(outbox.batcher.unconfirmed(), 3, "task 4 is held, not sent");
     // Batch 1 ends: its three tasks are stored.
-    let end = format!("{inbox}.{run}x1.256.fail.4.3.$FI");
+    let end = batch1("4.3");
     let heard = outbox
         .on_reply(&wire::reply_message(
             &end,
