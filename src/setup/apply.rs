@@ -182,7 +182,7 @@ fn setup_error(what: &str, err: async_nats::jetstream::context::CreateStreamErro
 pub async fn ensure_streams(js: &Context, settings: &StreamSettings) -> Result<(), Error> {
     for config in stream_configs(settings) {
         let name = config.name.clone();
-        match js.create_stream(config).await {
+        match create_stream(js, config).await {
             Ok(_) => debug!(stream = %name, "stream ready"),
             Err(create_err) => {
                 // Exists with another config (an operator's edit, another
@@ -204,6 +204,29 @@ pub async fn ensure_streams(js: &Context, settings: &StreamSettings) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Creates a stream, asking again when JetStream does not answer in time:
+/// an R3 stream on a cluster just formed, its servers busy and syncing
+/// every write, can take longer than a request's timeout (`fleet setup`
+/// failed so in the benchmark's smoke test: "making stream SCHEDULES:
+/// jetstream request timed out"). Asking again with the same config is
+/// safe: the server answers with the stream once it exists.
+async fn create_stream(
+    js: &Context,
+    config: Config,
+) -> Result<async_nats::jetstream::stream::Stream, async_nats::jetstream::context::CreateStreamError>
+{
+    let mut tries = 0;
+    loop {
+        match js.create_stream(config.clone()).await {
+            Err(err) if matches!(err.kind(), CreateStreamErrorKind::TimedOut) && tries < 4 => {
+                tries += 1;
+                warn!(stream = %config.name, "JetStream did not answer in time; asking again");
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Creates a group's durable consumers, one per band, where missing

@@ -231,29 +231,35 @@ impl Site {
 
     /// The checker's table, read through `server` (a reachable one).
     ///
-    /// Once `TASKS` is empty: the submitter counts a task done when its
-    /// result's message reaches it, which can be before `RESULTS` stored
-    /// it (the store waits for a stream leader after a server was cut
-    /// off), while a node acks a task only once its result is stored. So
-    /// an empty `TASKS` means every result that will be kept is kept, and
-    /// a task missing from `RESULTS` then is lost indeed. (Read at once,
-    /// the last 6 tasks of a soak run whose final fault cut a server off
-    /// counted as lost.)
+    /// Once `TASKS` is empty, or a minute has passed: the submitter counts
+    /// a task done when its result's message reaches it, which can be
+    /// before `RESULTS` stored it (the store waits for a stream leader
+    /// after a server was cut off), while a node acks a task only once its
+    /// result is stored. So an empty `TASKS` means every result that will
+    /// be kept is kept. (Read at once, the last 6 tasks of a soak run whose
+    /// final fault cut a server off counted as lost.) A `TASKS` that never
+    /// empties is printed and the check goes on: a task without a result
+    /// is lost either way.
     fn check(&self, server: usize) -> Report {
         let lines = self.results_so_far();
         let url = self.cluster.servers[server].url();
-        rt().block_on(async {
-            let js =
-                async_nats::jetstream::new(async_nats::connect(&url).await.expect("connecting"));
-            let limit = Instant::now() + Duration::from_secs(60);
-            fleet_testkit::cluster::stream_info_when(
-                &js,
-                fleet::contract::TASKS_STREAM,
-                limit,
-                |info| info.state.messages == 0,
-            )
-            .await
-        });
+        let limit = Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = self
+                .stream_info(fleet::contract::TASKS_STREAM, server)
+                .state;
+            if state.messages == 0 {
+                break;
+            }
+            if Instant::now() >= limit {
+                println!(
+                    "TASKS still holds {} task(s) a minute after the submitter ended: {state:?}",
+                    state.messages
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let report = rt().block_on(check(&url, &self.batch, self.tasks, &lines));
         println!("checker, batch {}:\n{report}", self.batch);
         report
