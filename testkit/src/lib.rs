@@ -146,6 +146,28 @@ pub fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Opt
     }
 }
 
+/// Reads with `read` every 200 ms until `done` holds of what it read, for
+/// at most `limit`: `Ok` with that, or `Err` with the last thing read.
+/// For a wait that must not fail a test by itself (the caller says what
+/// it found).
+pub fn poll_until<T>(
+    limit: Duration,
+    mut read: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> Result<T, T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let found = read();
+        if done(&found) {
+            return Ok(found);
+        }
+        if Instant::now() >= deadline {
+            return Err(found);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Bytes as text, lossily.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

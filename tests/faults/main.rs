@@ -128,26 +128,22 @@ impl Scenario {
     /// node acks a task only after (see the partitions tests'
     /// `Site::check`). A `TASKS` that never empties is printed, with its
     /// consumers, and the check goes on: a task without a result is lost
-    /// either way. (Once, in 8 runs of this suite, `server_restart_mid_batch`
+    /// either way. (Once, in 9 runs of this suite, `server_restart_mid_batch`
     /// left tasks in `TASKS` for over a minute with every result in; why
     /// is open, and this print is there to tell.)
     fn check(&self) -> Report {
         let lines = json_lines(&std::fs::read(&self.out).unwrap());
-        let limit = Instant::now() + Duration::from_secs(30);
-        loop {
-            let state = self.state(fleet::contract::TASKS_STREAM);
-            if state.messages == 0 {
-                break;
-            }
-            if Instant::now() >= limit {
-                println!(
-                    "TASKS still holds {} task(s) 30 s after the submitter ended: {state:?}\n{}",
-                    state.messages,
-                    self.consumers()
-                );
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let drained = poll_until(
+            Duration::from_secs(30),
+            || self.state(fleet::contract::TASKS_STREAM),
+            |state| state.messages == 0,
+        );
+        if let Err(state) = drained {
+            println!(
+                "TASKS still holds {} task(s) 30 s after the submitter ended: {state:?}\n{}",
+                state.messages,
+                self.consumers()
+            );
         }
         let report = rt().block_on(async {
             let admin = self.secure.client(Role::Admin).await;

@@ -214,17 +214,10 @@ impl Site {
             std::thread::sleep(Duration::from_millis(50));
         };
         if !status.success() {
-            let failed: Vec<String> = self
-                .results_so_far()
-                .iter()
-                .filter(|l| l["status"] != "ok")
-                .take(10)
-                .map(|l| l.to_string())
-                .collect();
             panic!(
                 "fleet submit failed: {}\nfailed tasks (first 10):\n{}",
                 self.submit_err(),
-                failed.join("\n")
+                fleet_testkit::checker::not_ok(&self.results_so_far(), 10)
             );
         }
     }
@@ -243,22 +236,19 @@ impl Site {
     fn check(&self, server: usize) -> Report {
         let lines = self.results_so_far();
         let url = self.cluster.servers[server].url();
-        let limit = Instant::now() + Duration::from_secs(60);
-        loop {
-            let state = self
-                .stream_info(fleet::contract::TASKS_STREAM, server)
-                .state;
-            if state.messages == 0 {
-                break;
-            }
-            if Instant::now() >= limit {
-                println!(
-                    "TASKS still holds {} task(s) a minute after the submitter ended: {state:?}",
-                    state.messages
-                );
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        let drained = poll_until(
+            Duration::from_secs(60),
+            || {
+                self.stream_info(fleet::contract::TASKS_STREAM, server)
+                    .state
+            },
+            |state| state.messages == 0,
+        );
+        if let Err(state) = drained {
+            println!(
+                "TASKS still holds {} task(s) a minute after the submitter ended: {state:?}",
+                state.messages
+            );
         }
         let report = rt().block_on(check(&url, &self.batch, self.tasks, &lines));
         println!("checker, batch {}:\n{report}", self.batch);
